@@ -1,0 +1,94 @@
+/* fastlstm native kernels: the fused LSTM cell pass and the per-sequence driver.
+ *
+ * Layout conventions (all float32, row-major):
+ *   w_ih (4H, I), w_hh (4H, O), w_hr (O, H), peephole (3, H) for gates i, f, o;
+ *   gate blocks inside every 4H vector are in the order i, f, g, o;
+ *   O = proj_size when there is a projection, else H.
+ * The driver takes BLAS sgemm as a function pointer so that this C code links to no BLAS
+ * of its own: the Cython layer hands it scipy.linalg.cython_blas.sgemm.
+ */
+#ifndef FASTLSTM_H
+#define FASTLSTM_H
+
+#include <stddef.h>
+
+/* Activation kinds; the Python table in fastlstm/activations.py reads these codes. */
+enum fl_act_kind {
+    FL_ACT_TANH = 0,
+    FL_ACT_SIGMOID = 1,
+    FL_ACT_RELU = 2,
+    FL_ACT_HARD_SIGMOID = 3,   /* clamp(alpha*x + beta, 0, 1) */
+    FL_ACT_AFFINE = 4,         /* alpha*x + beta ("linear" is alpha=1, beta=0) */
+    FL_ACT_SOFTSIGN = 5,       /* x / (1 + |x|) */
+    FL_ACT_SOFTPLUS = 6,       /* log(1 + e^x) */
+    FL_ACT_ELU = 7,            /* x >= 0 ? x : alpha*(e^x - 1) */
+    FL_ACT_LEAKY_RELU = 8,     /* x >= 0 ? x : alpha*x */
+    FL_ACT_THRESHOLDED_RELU = 9, /* x > alpha ? x : 0 */
+    FL_ACT_SCALED_TANH = 10,   /* alpha * tanh(beta * x) */
+    FL_ACT_COUNT = 11
+};
+
+typedef struct {
+    int kind;
+    float alpha;
+    float beta;
+} fl_activation;
+
+/* Fortran-style sgemm, the signature of scipy.linalg.cython_blas.sgemm. */
+typedef void (*fl_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
+                            float *alpha, float *a, int *lda, float *b, int *ldb,
+                            float *beta, float *c, int *ldc);
+
+/* One direction of one layer: weights and options, immutable once built. */
+typedef struct {
+    int input_size, hidden_size, output_size;
+    const float *w_ih;      /* (4H, I) */
+    const float *w_hh;      /* (4H, O) */
+    const float *bias;      /* (4H): b_ih + b_hh, forget_bias added to the f block */
+    const float *w_hr;      /* (O, H) or NULL */
+    const float *peephole;  /* (3, H) or NULL */
+    int input_forget;       /* f = 1 - i */
+    int has_gate_clip, has_cell_clip, has_proj_clip;
+    float gate_clip, cell_clip, proj_clip;
+    fl_activation gate_act; /* recurrent_activation, for i, f, o */
+    fl_activation cell_act; /* activation for the candidate g */
+    fl_activation out_act;  /* activation applied to c' before h = o*act(c') */
+} fl_cell;
+
+/* One run of one direction over a batch of sequences.
+ *
+ * Rows: x, gx and y hold one row per (b, t); the row index is b*row_b + t*row_t, so the same
+ * code serves batch-major (row_b = T, row_t = 1) and time-major (row_b = 1, row_t = B) data.
+ * Sequences are processed in `order` (batch indices sorted by length, longest first), so at
+ * step s the live sequences are a prefix of the working rows and finished ones cost nothing.
+ */
+typedef struct {
+    int steps, batch;
+    ptrdiff_t row_b, row_t;
+    const float *x; int x_ld;     /* (rows, >= I) */
+    float *y; int y_ld;           /* output rows, already offset to this direction's columns; NULL: not written */
+    const int *lengths;           /* (B) or NULL for all `steps` */
+    const int *order;             /* (B) longest first; NULL with lengths == NULL */
+    int reverse;
+    const float *h0, *c0;         /* (B, O), (B, H) in batch order; NULL means zeros */
+    float *hn, *cn;               /* (B, O), (B, H) final states; may alias h0/c0; NULL: not written */
+    float *gx;                    /* workspace (rows, 4H) */
+    float *pre;                   /* workspace (B, 4H) */
+    float *hs;                    /* workspace (B, O), working order */
+    float *cs;                    /* workspace (B, H), working order */
+    float *hfull;                 /* workspace (B, H) when there is a projection, else NULL */
+    int num_threads;
+} fl_seq;
+
+void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm);
+
+/* Apply an activation in place to n floats. */
+void fl_activate(fl_activation act, float *v, int n);
+
+/* Runtime facts for show_config(). */
+int fl_openmp_enabled(void);
+int fl_openmp_version(void);
+int fl_openmp_used_in_parallel(void);
+int fl_cpu_has_avx2_fma(void);
+
+#endif

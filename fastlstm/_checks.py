@@ -1,0 +1,91 @@
+"""Argument checks shared by the public API. Each raises TypeError/ValueError naming the
+argument, what was expected and what was given."""
+import numbers
+
+import numpy as np
+
+MAX_SIZE = 1 << 24  # a hidden or input size past this is a mistake, not a model
+
+
+def check_int(value, name, *, minimum=None, maximum=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_real(value, name, *, positive=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number{' or None' if allow_none else ''}, "
+                        f"got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def float_array(value, name):
+    """Any real floating array (or nested list of numbers) as a C-contiguous float32 array."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real floating array, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be a real floating array, got {type(value).__name__} "
+                        f"that NumPy cannot read as one ({exc})") from None
+    if arr.dtype.kind != "f":
+        if arr.dtype.kind in "iu" and isinstance(value, (list, tuple)):
+            arr = arr.astype(np.float64)  # a nested list of Python ints is numbers, not labels
+        else:
+            raise TypeError(f"{name} must have a real floating dtype (float16/32/64), "
+                            f"got {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def check_shape(arr, name, expected, what):
+    """expected: tuple with None for free dims; what: names of the dims for the message."""
+    if arr.ndim != len(expected):
+        raise ValueError(f"{name} must have {len(expected)} dimensions {what}, "
+                         f"got shape {arr.shape}")
+    for got, want in zip(arr.shape, expected):
+        if want is not None and got != want:
+            raise ValueError(f"{name} must have shape {what} = "
+                             f"{tuple('*' if w is None else w for w in expected)}, got {arr.shape}")
+    return arr
+
+
+def lengths_array(value, batch, steps, name="lengths"):
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be an integer array of shape ({batch},), "
+                        f"got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be an integer array of shape ({batch},), got "
+                        f"{type(value).__name__} ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},) (one length per sequence), "
+                         f"got {arr.shape}")
+    if batch:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > steps:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} must lie in [0, {steps}] (the time steps of x), "
+                             f"got {bad}")
+    return np.ascontiguousarray(arr, dtype=np.int32)

@@ -1,0 +1,338 @@
+"""The models: ``LSTMCell`` and ``LSTM``. They validate in Python, then make one call into the
+native core (``fastlstm._core.run_stack``) that runs every layer and direction without the GIL.
+
+Models are immutable: weights are read-only float32 arrays and every call allocates its own
+buffers, so one model can serve any number of threads and any batch size.
+"""
+import numpy as np
+
+from . import _core, runtime
+from ._checks import check_bool, check_int, check_shape, float_array, lengths_array
+from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
+
+
+def _kernel(layer, params):
+    o = layer.options
+    H = layer.hidden_size
+    bias = params["bias_ih"].astype(np.float32) + params["bias_hh"]
+    bias[H:2 * H] += np.float32(o.forget_bias)
+    return _core.CellKernel(
+        params["weight_ih"], params["weight_hh"], bias, params.get("weight_hr"),
+        params.get("peephole"), gate_act=o.recurrent_activation, cell_act=o.activation,
+        out_act=o.output_activation, gate_clip=o.gate_clip, cell_clip=o.cell_clip,
+        proj_clip=o.proj_clip, input_forget=o.input_forget)
+
+
+def _cell_options(hidden_size, kwargs):
+    return CellOptions.make(hidden_size, **kwargs)
+
+
+class _Stack:
+    """Shared machinery of LSTM and LSTMCell: layers, kernels, weights and the native call."""
+
+    def _setup(self, layers, bidirectional, batch_first):
+        self._layers = tuple(layers)
+        self._kernels = [[_kernel(layer, p) for p in layer.directions] for layer in layers]
+        self._bidirectional = bidirectional
+        self._batch_first = batch_first
+        for prev, layer in zip(layers, layers[1:]):
+            want = prev.output_size * (2 if bidirectional else 1)
+            if layer.input_size != want:
+                raise ValueError(f"layer input_size {layer.input_size} does not match the "
+                                 f"previous layer's output {want}")
+
+    # sizes -----------------------------------------------------------------------------
+    @property
+    def input_size(self):
+        return self._layers[0].input_size
+
+    @property
+    def hidden_size(self):
+        return self._layers[-1].hidden_size
+
+    @property
+    def proj_size(self):
+        return self._layers[-1].options.proj_size
+
+    @property
+    def output_size(self):
+        return self._layers[-1].output_size
+
+    @property
+    def num_directions(self):
+        return 2 if self._bidirectional else 1
+
+    def _uniform(self):
+        first = self._layers[0]
+        return all(l.hidden_size == first.hidden_size and l.output_size == first.output_size
+                   for l in self._layers)
+
+    # states -------------------------------------------------------------------------
+    def _zero_lists(self, batch):
+        hs = [np.zeros((batch, l.output_size), np.float32)
+              for l in self._layers for _ in l.directions]
+        cs = [np.zeros((batch, l.hidden_size), np.float32)
+              for l in self._layers for _ in l.directions]
+        return hs, cs
+
+    def _pack(self, hs, cs):
+        if self._uniform():
+            return np.stack(hs), np.stack(cs)
+        return tuple(hs), tuple(cs)
+
+    def _state_lists(self, state, batch, name):
+        """Validate a user state (h0, c0) into per-(layer, direction) float32 2-D arrays."""
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} must be a pair (h0, c0), got {type(state).__name__}"
+                            + (f" of length {len(state)}" if isinstance(state, (tuple, list))
+                               else ""))
+        entries = [(l.output_size, l.hidden_size) for l in self._layers for _ in l.directions]
+        n = len(entries)
+        out = ([], [])
+        for which, (label, value) in enumerate(zip(("h0", "c0"), state)):
+            width_of = lambda k: entries[k][which]
+            if isinstance(value, (tuple, list)) and len(value) == n and not self._uniform():
+                parts = [float_array(v, f"{name} {label}[{k}]") for k, v in enumerate(value)]
+            else:
+                arr = float_array(value, f"{name} {label}")
+                if arr.ndim != 3:
+                    raise ValueError(f"{name} {label} must have 3 dimensions "
+                                     f"(layers*directions, batch, features), got shape {arr.shape}")
+                if arr.shape[0] != n:
+                    raise ValueError(f"{name} {label} has {arr.shape[0]} layers*directions but "
+                                     f"the model has {n}")
+                parts = list(arr)
+            for k, part in enumerate(parts):
+                where = f"{name} {label}" if len(parts) == 1 or self._uniform() else \
+                    f"{name} {label}[{k}]"
+                if part.ndim != 2:
+                    raise ValueError(f"{where} must be (batch, features), got shape {part.shape}")
+                if part.shape[0] != batch:
+                    raise ValueError(f"{where} has batch {part.shape[0]} but x has batch {batch}")
+                if part.shape[1] != width_of(k):
+                    raise ValueError(f"{where} has width {part.shape[1]} but the model's "
+                                     f"{'output' if which == 0 else 'cell'} size is {width_of(k)}")
+                out[which].append(np.ascontiguousarray(part))
+        return out
+
+    # running --------------------------------------------------------------------------
+    def _run(self, x, h0, c0, lengths, return_sequences, workspace=None, hn=None, cn=None):
+        """x: float32 (B, T, I) or (T, B, I) per batch_first, validated."""
+        bf = self._batch_first
+        B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
+        order = None
+        if lengths is not None:
+            order = np.argsort(-lengths, kind="stable").astype(np.int32)
+        D = self.num_directions
+        if return_sequences:
+            shape = (B, T, D * self.output_size) if bf else (T, B, D * self.output_size)
+            y = (np.zeros if lengths is not None else np.empty)(shape, np.float32)
+        else:
+            y = None
+        if hn is None:
+            hn, cn = self._zero_lists(B)
+        ws = workspace if workspace is not None else _core.Workspace(self._kernels, B * T, B)
+        _core.run_stack(self._kernels, x, bf, h0, c0, hn, cn, lengths, order, y, ws,
+                        runtime.get_num_threads())
+        if not return_sequences:
+            y = np.concatenate(hn[-D:], axis=1)
+            if lengths is not None:
+                y[lengths == 0] = 0
+        return y, hn, cn
+
+    # weights --------------------------------------------------------------------------
+    def _weight_items(self, layer_suffix):
+        for k, layer in enumerate(self._layers):
+            for d, params in enumerate(layer.directions):
+                suffix = (f"_l{k}" if layer_suffix else "") + ("_reverse" if d else "")
+                for name, arr in params.items():
+                    yield name + suffix, arr
+
+
+class LSTMCell(_Stack):
+    """One LSTM cell: ``y, (h, c) = cell(x_t, state)`` with x_t of shape (batch, input_size)."""
+
+    def __init__(self, input_size, hidden_size, *, proj_size=0, forget_bias=0.0,
+                 activation="tanh", recurrent_activation="sigmoid", output_activation=None,
+                 peepholes=False, cell_clip=None, gate_clip=None, proj_clip=None,
+                 input_forget=False, seed=None):
+        input_size, hidden_size = check_sizes(input_size, hidden_size)
+        opts = _cell_options(hidden_size, dict(
+            proj_size=proj_size, forget_bias=forget_bias, activation=activation,
+            recurrent_activation=recurrent_activation, output_activation=output_activation,
+            peepholes=peepholes, cell_clip=cell_clip, gate_clip=gate_clip, proj_clip=proj_clip,
+            input_forget=input_forget))
+        rng = np.random.default_rng(seed)
+        layer = make_layer(input_size, hidden_size, opts,
+                           [init_params(rng, input_size, hidden_size, opts)])
+        self._setup([layer], False, True)
+
+    @classmethod
+    def _from_layer(cls, layer):
+        self = cls.__new__(cls)
+        self._setup([layer], False, True)
+        return self
+
+    @classmethod
+    def from_weights(cls, weights, *, input_size=None, hidden_size=None, **options):
+        """A cell from a dict in ``cell.weights``' names (``weight_ih``, ...)."""
+        w_ih = np.asarray(weights["weight_ih"]) if "weight_ih" in weights else None
+        if w_ih is None or w_ih.ndim != 2:
+            raise ValueError("weights must hold 'weight_ih' of shape (4*hidden, input)")
+        hidden_size = hidden_size or w_ih.shape[0] // 4
+        input_size = input_size or w_ih.shape[1]
+        input_size, hidden_size = check_sizes(input_size, hidden_size)
+        opts = _cell_options(hidden_size, options)
+        return cls._from_layer(make_layer(input_size, hidden_size, opts, [dict(weights)]))
+
+    @property
+    def options(self):
+        return self._layers[0].options
+
+    @property
+    def weights(self):
+        return dict(self._weight_items(layer_suffix=False))
+
+    def zero_state(self, batch_size):
+        batch_size = check_int(batch_size, "batch_size", minimum=0)
+        hs, cs = self._zero_lists(batch_size)
+        return hs[0], cs[0]
+
+    def __call__(self, x_t, state=None):
+        x = float_array(x_t, "x_t")
+        check_shape(x, "x_t", (None, self.input_size), "(batch, input_size)")
+        B = x.shape[0]
+        if state is None:
+            h0 = c0 = [None]
+        else:
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise TypeError(f"state must be a pair (h, c), got {type(state).__name__}")
+            h = float_array(state[0], "state h")
+            c = float_array(state[1], "state c")
+            check_shape(h, "state h", (B, self.output_size), "(batch, output_size)")
+            check_shape(c, "state c", (B, self.hidden_size), "(batch, hidden_size)")
+            h0, c0 = [h], [c]
+        y, hn, cn = self._run(x[:, None, :], h0, c0, None, return_sequences=False)
+        return y, (hn[0], cn[0])
+
+    def __repr__(self):
+        return (f"LSTMCell({self.input_size}, {self.hidden_size}"
+                + (f", proj_size={self.proj_size}" if self.proj_size else "") + ")")
+
+
+class LSTM(_Stack):
+    """A stack of LSTM layers, optionally bidirectional; see the README for the conventions."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
+                 batch_first=True, proj_size=0, forget_bias=0.0, activation="tanh",
+                 recurrent_activation="sigmoid", output_activation=None, peepholes=False,
+                 cell_clip=None, gate_clip=None, proj_clip=None, input_forget=False, seed=None):
+        input_size, hidden_size = check_sizes(input_size, hidden_size)
+        num_layers = check_int(num_layers, "num_layers", minimum=1, maximum=1024)
+        bidirectional = check_bool(bidirectional, "bidirectional")
+        batch_first = check_bool(batch_first, "batch_first")
+        opts = _cell_options(hidden_size, dict(
+            proj_size=proj_size, forget_bias=forget_bias, activation=activation,
+            recurrent_activation=recurrent_activation, output_activation=output_activation,
+            peepholes=peepholes, cell_clip=cell_clip, gate_clip=gate_clip, proj_clip=proj_clip,
+            input_forget=input_forget))
+        rng = np.random.default_rng(seed)
+        D = 2 if bidirectional else 1
+        layers = []
+        for k in range(num_layers):
+            layer_in = input_size if k == 0 else D * (opts.proj_size or hidden_size)
+            dirs = [init_params(rng, layer_in, hidden_size, opts) for _ in range(D)]
+            layers.append(make_layer(layer_in, hidden_size, opts, dirs, where=f"layer {k}"))
+        self._setup(layers, bidirectional, batch_first)
+
+    @classmethod
+    def _from_layers(cls, layers, *, bidirectional, batch_first):
+        self = cls.__new__(cls)
+        self._setup(list(layers), bidirectional, batch_first)
+        return self
+
+    @classmethod
+    def from_cells(cls, cells, bidirectional=False, batch_first=True):
+        """Stack cells into layers; the cells keep their weights.
+
+        Unidirectional: ``[cell_layer0, cell_layer1, ...]``. Bidirectional: one
+        ``(forward_cell, backward_cell)`` pair per layer.
+        """
+        bidirectional = check_bool(bidirectional, "bidirectional")
+        batch_first = check_bool(batch_first, "batch_first")
+        if not isinstance(cells, (list, tuple)) or not cells:
+            raise TypeError(f"cells must be a non-empty list of LSTMCell, got {cells!r}")
+        layers = []
+        for k, entry in enumerate(cells):
+            group = entry if bidirectional else (entry,)
+            if bidirectional and (not isinstance(entry, (list, tuple)) or len(entry) != 2):
+                raise TypeError(f"cells[{k}] must be a (forward, backward) pair of LSTMCell when "
+                                f"bidirectional=True, got {entry!r}")
+            for c in group:
+                if not isinstance(c, LSTMCell):
+                    raise TypeError(f"cells[{k}] must be an LSTMCell, got {type(c).__name__}")
+            first = group[0]._layers[0]
+            for c in group[1:]:
+                other = c._layers[0]
+                if (other.input_size, other.hidden_size, other.options) != \
+                        (first.input_size, first.hidden_size, first.options):
+                    raise ValueError(f"cells[{k}]: forward and backward cells must have the same "
+                                     f"sizes and options")
+            layers.append(Layer(first.input_size, first.hidden_size, first.options,
+                                tuple(c._layers[0].directions[0] for c in group)))
+        return cls._from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
+
+    @property
+    def num_layers(self):
+        return len(self._layers)
+
+    @property
+    def bidirectional(self):
+        return self._bidirectional
+
+    @property
+    def batch_first(self):
+        return self._batch_first
+
+    @property
+    def layer_options(self):
+        return tuple(l.options for l in self._layers)
+
+    @property
+    def weights(self):
+        return dict(self._weight_items(layer_suffix=True))
+
+    def zero_state(self, batch_size):
+        batch_size = check_int(batch_size, "batch_size", minimum=0)
+        return self._pack(*self._zero_lists(batch_size))
+
+    def _check_x(self, x, name="x"):
+        x = float_array(x, name)
+        what = "(batch, time, input_size)" if self._batch_first else "(time, batch, input_size)"
+        check_shape(x, name, (None, None, self.input_size), what)
+        return x
+
+    def __call__(self, x, initial_state=None, lengths=None, return_sequences=True):
+        x = self._check_x(x)
+        B, T = (x.shape[0], x.shape[1]) if self._batch_first else (x.shape[1], x.shape[0])
+        return_sequences = check_bool(return_sequences, "return_sequences")
+        if initial_state is None:
+            h0 = c0 = [None] * sum(len(l.directions) for l in self._layers)
+        else:
+            h0, c0 = self._state_lists(initial_state, B, "initial_state")
+        if lengths is not None:
+            lengths = lengths_array(lengths, B, T)
+        y, hn, cn = self._run(x, h0, c0, lengths, return_sequences)
+        return y, self._pack(hn, cn)
+
+    def stream(self, batch_size=1, state=None):
+        """A stateful stream over this model (unidirectional only); see fastlstm.Stream."""
+        from .streams import Stream
+
+        return Stream(self, batch_size=batch_size, state=state)
+
+    def __repr__(self):
+        return (f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+                + (", bidirectional=True" if self._bidirectional else "")
+                + (f", proj_size={self.proj_size}" if self.proj_size else "")
+                + f", batch_first={self._batch_first})")

@@ -1,0 +1,121 @@
+"""Threads and configuration of the native core.
+
+fastlstm runs its fused passes on its own OpenMP threads and its matrix products in the
+OpenBLAS that SciPy ships. ``set_num_threads(n)`` sets both, so the two never oversubscribe
+the cores. Importing fastlstm changes no thread setting of SciPy's OpenBLAS; only an explicit
+``set_num_threads`` does.
+
+Fork safety: GNU libgomp's thread pool does not survive ``fork()``. A child forked after the
+parent ran a parallel region runs fastlstm single-threaded (``get_num_threads() == 1``); a
+child forked before that keeps the parent's setting.
+"""
+import ctypes
+import os
+import threading
+
+from . import _core
+from ._checks import check_int
+
+MAX_THREADS = 256
+
+_lock = threading.Lock()
+_forked_after_parallel = False
+
+
+def _default_threads():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_num_threads = _default_threads()
+
+
+def _find_openblas():
+    """SciPy's OpenBLAS, the library behind scipy.linalg.cython_blas, and its thread calls."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        if "scipy" not in path or not os.path.exists(path):
+            continue
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_openblas", "openblas"):
+            setter = getattr(lib, prefix + "_set_num_threads", None)
+            getter = getattr(lib, prefix + "_get_num_threads", None)
+            config = getattr(lib, prefix + "_get_config", None)
+            if setter and getter:
+                getter.restype = ctypes.c_int
+                if config:
+                    config.restype = ctypes.c_char_p
+                return path, setter, getter, config
+    return None
+
+
+_openblas = _find_openblas()
+
+
+def set_num_threads(n):
+    """Threads for fastlstm's kernels and for the OpenBLAS they call (1..256)."""
+    global _num_threads
+    n = check_int(n, "num_threads", minimum=1, maximum=MAX_THREADS)
+    with _lock:
+        _num_threads = 1 if _forked_after_parallel else n
+        if _openblas is not None:
+            _openblas[1](ctypes.c_int(_num_threads))
+
+
+def get_num_threads():
+    return _num_threads
+
+
+def _after_fork_in_child():
+    global _forked_after_parallel, _num_threads
+    if _core.runtime_facts()["openmp_used_in_parallel"]:
+        _forked_after_parallel = True
+        _num_threads = 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def config():
+    """The facts show_config prints, as a dict."""
+    from . import __version__
+
+    facts = _core.runtime_facts()
+    blas = {"library": None, "threads": None, "config": None}
+    if _openblas is not None:
+        path, _, getter, cfg = _openblas
+        blas = {"library": path, "threads": getter(),
+                "config": cfg().decode() if cfg else None}
+    return {
+        "version": __version__,
+        "openmp": facts["openmp"],
+        "openmp_version": facts["openmp_version"],
+        "threads": _num_threads,
+        "forked_child_single_thread": _forked_after_parallel,
+        "blas": blas,
+        "simd": "avx2+fma available" if facts["avx2_fma"] else "portable (no AVX2/FMA)",
+    }
+
+
+def show_config():
+    """Print version, OpenMP, BLAS, SIMD and thread settings; return them as a dict."""
+    cfg = config()
+    omp = f"on (OpenMP {cfg['openmp_version']})" if cfg["openmp"] else "off (serial build)"
+    print(f"fastlstm {cfg['version']}")
+    print(f"  OpenMP:  {omp}")
+    print(f"  threads: {cfg['threads']} (fastlstm kernels; set_num_threads also sets BLAS)"
+          + ("; forked child, single-threaded" if cfg["forked_child_single_thread"] else ""))
+    blas = cfg["blas"]
+    if blas["library"]:
+        print(f"  BLAS:    {blas['config']} via scipy.linalg.cython_blas, "
+              f"{blas['threads']} threads ({blas['library']})")
+    else:
+        print("  BLAS:    scipy.linalg.cython_blas (thread control not found)")
+    print(f"  SIMD:    {cfg['simd']}")
+    return cfg

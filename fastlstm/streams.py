@@ -1,0 +1,100 @@
+"""Stateful streaming: a ``Stream`` carries the state of one batch of sequences across calls.
+
+A stream owns its state and a workspace, so ``step`` allocates only the output it returns.
+The batch size of a stream is fixed until ``reset(batch_size=...)``; for sequences that start
+and stop independently, use ``fastlstm.StreamPool``. A stream may be used from several
+threads; calls on one stream are serialised by a lock.
+"""
+import threading
+
+import numpy as np
+
+from . import _core, runtime
+from ._checks import check_int, check_shape, float_array, lengths_array
+
+
+class Stream:
+    def __init__(self, model, batch_size=1, state=None):
+        if model.bidirectional:
+            raise ValueError("stream() needs a unidirectional model: a bidirectional layer "
+                             "reads the future, so it cannot run step by step")
+        self._model = model
+        self._lock = threading.Lock()
+        self._step_ws = None
+        self.reset(state=state, batch_size=batch_size)
+
+    @property
+    def batch_size(self):
+        return self._batch
+
+    @property
+    def state(self):
+        """Copies of the current (h, c), shaped like the model's h_n, c_n."""
+        with self._lock:
+            return self._model._pack([h.copy() for h in self._h], [c.copy() for c in self._c])
+
+    def reset(self, state=None, batch_size=None):
+        """Start over: zeros (for ``batch_size`` or the current one), or a custom state."""
+        model = self._model
+        if state is None:
+            batch = self._batch if batch_size is None else batch_size
+            batch = check_int(batch, "batch_size", minimum=0)
+            h, c = model._zero_lists(batch)
+        else:
+            first = state[0] if isinstance(state, (tuple, list)) and state else None
+            try:
+                arr = np.asarray(first[0] if isinstance(first, (tuple, list)) else first)
+                batch = arr.shape[-2]
+            except (IndexError, TypeError, ValueError):
+                batch = -1
+            if batch_size is not None:
+                batch_size = check_int(batch_size, "batch_size", minimum=0)
+                if batch != batch_size:
+                    raise ValueError(f"state has batch {batch} but batch_size is {batch_size}")
+            h, c = model._state_lists(state, max(batch, 0), "state")
+            h = [a.copy() for a in h]
+            c = [a.copy() for a in c]
+        with self._lock:
+            self._batch = h[0].shape[0]
+            self._h, self._c = h, c
+            self._step_ws = _core.Workspace(model._kernels, self._batch, self._batch)
+
+    def _wrong_batch(self, got, name):
+        return ValueError(
+            f"{name} has batch {got} but this stream has batch size {self._batch}; call "
+            f"reset(batch_size={got}) to start new sequences, or use fastlstm.StreamPool for "
+            f"streams that join and leave")
+
+    def step(self, x_t):
+        """One time step: x_t (batch, input_size) -> y_t (batch, output_size)."""
+        model = self._model
+        if not (type(x_t) is np.ndarray and x_t.dtype == np.float32 and x_t.ndim == 2
+                and x_t.flags.c_contiguous):
+            x_t = float_array(x_t, "x_t")
+        if x_t.ndim != 2 or x_t.shape[1] != model.input_size:
+            check_shape(x_t, "x_t", (None, model.input_size), "(batch, input_size)")
+        B = x_t.shape[0]
+        if B != self._batch:
+            raise self._wrong_batch(B, "x_t")
+        x3 = x_t.reshape((B, 1, -1) if model.batch_first else (1, B, -1))
+        with self._lock:
+            y, _, _ = model._run(x3, self._h, self._c, None, True, self._step_ws,
+                                 self._h, self._c)
+        return y.reshape(B, -1)
+
+    def feed(self, x_chunk, lengths=None):
+        """A chunk of steps, laid out like the model's input ((batch, time, input) by default).
+        With ``lengths``, sequence b advances only ``lengths[b]`` steps of this chunk."""
+        model = self._model
+        x = model._check_x(x_chunk, "x_chunk")
+        B, T = (x.shape[0], x.shape[1]) if model.batch_first else (x.shape[1], x.shape[0])
+        if B != self._batch:
+            raise self._wrong_batch(B, "x_chunk")
+        if lengths is not None:
+            lengths = lengths_array(lengths, B, T)
+        with self._lock:
+            y, _, _ = model._run(x, self._h, self._c, lengths, True, None, self._h, self._c)
+        return y
+
+    def __repr__(self):
+        return f"Stream({self._model!r}, batch_size={self._batch})"

@@ -136,7 +136,9 @@ class _Stack:
                         runtime.get_num_threads())
         if not return_sequences:
             y = np.concatenate(hn[-D:], axis=1)
-            if lengths is not None:
+            if T == 0:
+                y[:] = 0
+            elif lengths is not None:
                 y[lengths == 0] = 0
         return y, hn, cn
 

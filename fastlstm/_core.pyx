@@ -23,8 +23,10 @@ cdef extern from "fastlstm.h" nogil:
         int input_size, hidden_size, output_size
         const float *w_ih
         const float *w_hh
+        const float *w_hh_packed
         const float *bias
         const float *w_hr
+        const float *w_hr_packed
         const float *peephole
         int input_forget
         int has_gate_clip, has_cell_clip, has_proj_clip
@@ -48,11 +50,15 @@ cdef extern from "fastlstm.h" nogil:
         float *gx
         float *pre
         float *hs
+        float *hs2
         float *cs
         float *hfull
         int num_threads
 
     void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm)
+    size_t fl_packed_size(int groups, int units, int K)
+    void fl_pack(const float *w, int groups, int units, int K, float *out)
+    void fl_activate(fl_activation act, float *v, int n)
     int fl_openmp_enabled()
     int fl_openmp_version()
     int fl_openmp_used_in_parallel()
@@ -97,10 +103,24 @@ cdef const float *_ptr(const float[::1] a):
     return &a[0] if a is not None and a.shape[0] > 0 else NULL
 
 
+cdef object _packed(object w, int groups, int units, int K):
+    cdef const float[::1] src = w.reshape(-1)
+    out = np.empty(fl_packed_size(groups, units, K), np.float32)
+    cdef float[::1] dst = out
+    fl_pack(&src[0], groups, units, K, &dst[0])
+    return out
+
+
+def apply_activation(tuple spec, float[::1] values):
+    """Apply a normalised activation spec in place with the kernel's own code (for tests)."""
+    if values.shape[0]:
+        fl_activate(_activation(spec), &values[0], <int>values.shape[0])
+
+
 cdef class CellKernel:
     """One direction of one layer: packed float32 weights and the C cell description."""
     cdef fl_cell cell
-    cdef readonly object w_ih, w_hh, bias, w_hr, peephole
+    cdef readonly object w_ih, w_hh, bias, w_hr, peephole, w_hh_packed, w_hr_packed
     cdef readonly int input_size, hidden_size, output_size
 
     def __init__(self, w_ih, w_hh, bias, w_hr, peephole, *, gate_act, cell_act, out_act,
@@ -127,6 +147,10 @@ cdef class CellKernel:
         self.cell.w_hh = _ptr(self.w_hh.reshape(-1))
         self.cell.bias = _ptr(self.bias)
         self.cell.w_hr = NULL if self.w_hr is None else _ptr(self.w_hr.reshape(-1))
+        self.w_hh_packed = _packed(self.w_hh, 4, H, O)
+        self.cell.w_hh_packed = _ptr(self.w_hh_packed)
+        self.w_hr_packed = None if self.w_hr is None else _packed(self.w_hr, 1, O, H)
+        self.cell.w_hr_packed = NULL if self.w_hr is None else _ptr(self.w_hr_packed)
         self.cell.peephole = NULL if self.peephole is None else _ptr(self.peephole.reshape(-1))
         self.cell.input_forget = input_forget
         self.cell.has_gate_clip = gate_clip is not None
@@ -138,7 +162,8 @@ cdef class CellKernel:
         self.cell.gate_act = _activation(gate_act)
         self.cell.cell_act = _activation(cell_act)
         self.cell.out_act = _activation(out_act)
-        for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole):
+        for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole, self.w_hh_packed,
+                  self.w_hr_packed):
             if a is not None:
                 a.flags.writeable = False
 
@@ -148,7 +173,7 @@ cdef class Workspace:
 
     A stream keeps one so that a step allocates nothing but its output.
     """
-    cdef readonly object gx, pre, hs, cs, hfull, buf_a, buf_b
+    cdef readonly object gx, pre, hs, hs2, cs, hfull, buf_a, buf_b
     cdef readonly Py_ssize_t rows, batch
 
     def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch):
@@ -163,6 +188,7 @@ cdef class Workspace:
         self.gx = np.empty(max(rows * G, 1), np.float32)
         self.pre = np.empty(max(batch * G, 1), np.float32)
         self.hs = np.empty(max(batch * O, 1), np.float32)
+        self.hs2 = np.empty(max(batch * O, 1), np.float32)
         self.cs = np.empty(max(batch * H, 1), np.float32)
         self.hfull = np.empty(max(batch * H, 1), np.float32)
         # Layer outputs alternate between two buffers; the last layer writes to the caller's y.
@@ -189,7 +215,7 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     cdef int x_ld
     cdef float *yout
     cdef int y_ld
-    cdef float[::1] a_view, b_view, gx_v, pre_v, hs_v, cs_v, hf_v
+    cdef float[::1] a_view, b_view, gx_v, pre_v, hs_v, hs2_v, cs_v, hf_v
     cdef float[:, ::1] st
     cdef const float[:, ::1] cst
     cdef fl_cell cells[2]
@@ -202,7 +228,7 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     if ws.rows < B * T or ws.batch < B:
         raise ValueError("workspace too small")
 
-    gx_v, pre_v, hs_v, cs_v, hf_v = ws.gx, ws.pre, ws.hs, ws.cs, ws.hfull
+    gx_v, pre_v, hs_v, hs2_v, cs_v, hf_v = ws.gx, ws.pre, ws.hs, ws.hs2, ws.cs, ws.hfull
     a_view, b_view = ws.buf_a, ws.buf_b
 
     memset(&seq, 0, sizeof(fl_seq))
@@ -215,6 +241,7 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     seq.gx = &gx_v[0]
     seq.pre = &pre_v[0]
     seq.hs = &hs_v[0]
+    seq.hs2 = &hs2_v[0]
     seq.cs = &cs_v[0]
     seq.num_threads = num_threads
 

@@ -357,31 +357,47 @@ static float *time_loop(const step_ctx *cx, int tid, int nth)
 /* sgemm takes 32-bit sizes: the input projection is done in slices of at most this many rows. */
 #define FL_GEMM_MAX_ELEMS 1073741824L
 
+/* Gx = X . W_ih^T for this thread's share of the (b, t) rows: per layer and direction the
+ * input term of all time steps is one sgemm (column-major view: 4H x rows), split by rows
+ * over the threads. The Cython caller keeps SciPy's OpenBLAS single-threaded meanwhile, so
+ * every thread's call runs where it is made. */
+static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
+{
+    int G = 4 * p->hidden_size, I = p->input_size, xld = s->x_ld;
+    float one = 1.0f, zero = 0.0f;
+    char tr = 'T', nt = 'N';
+    const long widest = I > G ? I : G;
+    long chunk = FL_GEMM_MAX_ELEMS / widest, r0, a, b;
+    my_range((long)s->batch * s->steps, tid, nth, &a, &b);
+    if (chunk < 1) chunk = 1;
+    for (r0 = a; r0 < b; r0 += chunk) {
+        int n = (int)(b - r0 < chunk ? b - r0 : chunk);
+        sgemm(&tr, &nt, &G, &n, &I, &one, (float *)p->w_ih, &I, (float *)s->x + r0 * xld, &xld,
+              &zero, s->gx + r0 * G, &G);
+    }
+}
+
+/* Input projection, then the time loop, on each of nth threads. */
+static float *run_thread(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
+{
+    input_projection(cx->p, cx->s, sgemm, tid, nth);
+#ifdef _OPENMP
+    if (nth > 1) {
+#pragma omp barrier
+    }
+#endif
+    return time_loop(cx, tid, nth);
+}
+
 void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
 {
     const int H = p->hidden_size, O = p->output_size, B = s->batch, T = s->steps;
-    int G = 4 * H, I = p->input_size;
-    float one = 1.0f, zero = 0.0f;
-    char tr = 'T', nt = 'N';
+    const long G = 4L * H;
     int r, threads = s->num_threads;
     float *h_final = s->hs;
     step_ctx cx;
 
     if (B == 0) return;
-
-    /* Gx = X . W_ih^T for every (b, t) row at once: one sgemm (column-major view: 4H x rows). */
-    if (T > 0) {
-        const long rows = (long)B * T;
-        const long widest = I > G ? I : G;
-        long chunk = FL_GEMM_MAX_ELEMS / widest, r0;
-        int xld = s->x_ld;
-        if (chunk < 1) chunk = 1;
-        for (r0 = 0; r0 < rows; r0 += chunk) {
-            int n = (int)(rows - r0 < chunk ? rows - r0 : chunk);
-            sgemm(&tr, &nt, &G, &n, &I, &one, (float *)p->w_ih, &I, (float *)s->x + r0 * xld, &xld,
-                  &zero, s->gx + r0 * G, &G);
-        }
-    }
 
     /* Gather the initial state into working order. */
     for (r = 0; r < B; r++) {
@@ -395,20 +411,20 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.p = p;
     cx.s = s;
     cx.simd = fl_simd();
-    if ((long)B * G * (O + 1) < FL_PARALLEL_MIN_MACS) threads = 1;
+    if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;
     if (T > 0) {
 #ifdef _OPENMP
         if (threads > 1) {
             fl_parallel_used = 1;
 #pragma omp parallel num_threads(threads)
             {
-                float *last = time_loop(&cx, omp_get_thread_num(), omp_get_num_threads());
+                float *last = run_thread(&cx, sgemm, omp_get_thread_num(), omp_get_num_threads());
 #pragma omp master
                 h_final = last;
             }
         } else
 #endif
-            h_final = time_loop(&cx, 0, 1);
+            h_final = run_thread(&cx, sgemm, 0, 1);
     }
 
     /* Scatter the final state back to batch order. */

@@ -85,6 +85,43 @@ ACTIVATION_CODES = {
 }
 
 
+# SciPy's OpenBLAS thread control (set by fastlstm.runtime): fastlstm calls sgemm from its own
+# threads, each on its own rows, so OpenBLAS must not start threads of its own meanwhile.
+ctypedef void (*blas_set_threads_fn)(int) noexcept nogil
+ctypedef int (*blas_get_threads_fn)() noexcept nogil
+cdef blas_set_threads_fn _blas_set_threads = NULL
+cdef blas_get_threads_fn _blas_get_threads = NULL
+cdef int _blas_users = 0
+cdef int _blas_saved = 1
+
+
+def set_blas_thread_control(size_t setter, size_t getter):
+    global _blas_set_threads, _blas_get_threads
+    _blas_set_threads = <blas_set_threads_fn>setter
+    _blas_get_threads = <blas_get_threads_fn>getter
+
+
+cdef void _blas_enter():
+    # Called with the GIL held, so the count needs no other lock.
+    global _blas_users, _blas_saved
+    if _blas_set_threads == NULL:
+        return
+    if _blas_users == 0:
+        _blas_saved = _blas_get_threads()
+        if _blas_saved != 1:
+            _blas_set_threads(1)
+    _blas_users += 1
+
+
+cdef void _blas_leave():
+    global _blas_users
+    if _blas_set_threads == NULL:
+        return
+    _blas_users -= 1
+    if _blas_users == 0 and _blas_saved != 1:
+        _blas_set_threads(_blas_saved)
+
+
 cdef void _sgemm(char *ta, char *tb, int *m, int *n, int *k, float *alpha, float *a, int *lda,
                  float *b, int *ldb, float *beta, float *c, int *ldc) noexcept nogil:
     blas_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -208,18 +245,10 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     hn, cn: per (layer, direction), output arrays (may be the same objects as h0, c0).
     lengths, order: (B,) int32 or None.  y: the last layer's output, laid out like x, or None.
     """
-    cdef Py_ssize_t L = len(layers), B, T, l, d, D, k
-    cdef CellKernel kern
+    cdef Py_ssize_t B, T
     cdef fl_seq seq
     cdef const float *xin
-    cdef int x_ld
-    cdef float *yout
-    cdef int y_ld
     cdef float[::1] a_view, b_view, gx_v, pre_v, hs_v, hs2_v, cs_v, hf_v
-    cdef float[:, ::1] st
-    cdef const float[:, ::1] cst
-    cdef fl_cell cells[2]
-    cdef fl_seq seqs[2]
 
     if batch_first:
         B, T = x.shape[0], x.shape[1]
@@ -246,8 +275,24 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     seq.num_threads = num_threads
 
     xin = &x[0, 0, 0] if x.shape[0] * x.shape[1] * x.shape[2] > 0 else NULL
-    x_ld = <int>x.shape[2]
-    k = 0
+    _blas_enter()
+    try:
+        _run_layers(layers, seq, xin, <int>x.shape[2], y, a_view, b_view, hf_v, h0, c0, hn, cn)
+    finally:
+        _blas_leave()
+
+
+cdef _run_layers(list layers, fl_seq seq, const float *xin, int x_ld, float[:, :, ::1] y,
+                 float[::1] a_view, float[::1] b_view, float[::1] hf_v, list h0, list c0,
+                 list hn, list cn):
+    cdef Py_ssize_t L = len(layers), l, d, D, k = 0
+    cdef CellKernel kern
+    cdef float *yout
+    cdef int y_ld
+    cdef float[:, ::1] st
+    cdef const float[:, ::1] cst
+    cdef fl_cell cells[2]
+    cdef fl_seq seqs[2]
     for l in range(L):
         directions = layers[l]
         D = len(directions)

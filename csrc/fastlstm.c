@@ -354,6 +354,28 @@ static float *time_loop(const step_ctx *cx, int tid, int nth)
     return h_prev;
 }
 
+/* Gx = X . W_ih^T by the tile kernel: task = (hidden block, group of 3 rows). Used for
+ * streaming steps, where a row must not round differently with the batch it shares. */
+static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
+{
+    const fl_simd_table *simd = fl_simd();
+    const int H = p->hidden_size, G = 4 * H, I = p->input_size;
+    const long rows = (long)s->batch * s->steps;
+    const long groups = (rows + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+    const long blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    long task, a, b;
+    my_range(blocks * groups, tid, nth, &a, &b);
+    for (task = a; task < b; task++) {
+        const int q = (int)(task / groups);
+        const long r0 = (task % groups) * FL_TILE_ROWS;
+        const int nb = rows - r0 < FL_TILE_ROWS ? (int)(rows - r0) : FL_TILE_ROWS;
+        const int j0 = q * FL_TILE_UNITS;
+        const int width = j0 + FL_TILE_UNITS < H ? FL_TILE_UNITS : H - j0;
+        simd->tile(4, p->w_ih_packed + (size_t)q * I * 4 * FL_TILE_UNITS, I,
+                   s->x + r0 * s->x_ld, s->x_ld, nb, s->gx + r0 * G + j0, G, H, width, 0);
+    }
+}
+
 /* sgemm takes 32-bit sizes: the input projection is done in slices of at most this many rows. */
 #define FL_GEMM_MAX_ELEMS 1073741824L
 
@@ -368,6 +390,10 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
     char tr = 'T', nt = 'N';
     const long widest = I > G ? I : G;
     long chunk = FL_GEMM_MAX_ELEMS / widest, r0, a, b;
+    if (s->input_by_tiles) {
+        input_tiles(p, s, tid, nth);
+        return;
+    }
     my_range((long)s->batch * s->steps, tid, nth, &a, &b);
     if (chunk < 1) chunk = 1;
     for (r0 = a; r0 < b; r0 += chunk) {

@@ -43,6 +43,7 @@ typedef void (*fl_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
 typedef struct {
     int input_size, hidden_size, output_size;
     const float *w_ih;      /* (4H, I) */
+    const float *w_ih_packed; /* w_ih packed by fl_pack(w_ih, 4, H, I) */
     const float *w_hh;      /* (4H, O) */
     const float *w_hh_packed; /* w_hh packed by fl_pack(w_hh, 4, H, O) */
     const float *bias;      /* (4H): b_ih + b_hh, forget_bias added to the f block */
@@ -80,6 +81,8 @@ typedef struct {
     float *cs;                    /* workspace (B, H), working order */
     float *hfull;                 /* workspace (B, H) when there is a projection, else NULL */
     int num_threads;
+    int input_by_tiles;           /* input projection by the tile kernel instead of sgemm: each
+                                     row's result then depends on that row alone (streaming) */
 } fl_seq;
 
 void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm);

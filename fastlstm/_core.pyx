@@ -22,6 +22,7 @@ cdef extern from "fastlstm.h" nogil:
     ctypedef struct fl_cell:
         int input_size, hidden_size, output_size
         const float *w_ih
+        const float *w_ih_packed
         const float *w_hh
         const float *w_hh_packed
         const float *bias
@@ -54,6 +55,7 @@ cdef extern from "fastlstm.h" nogil:
         float *cs
         float *hfull
         int num_threads
+        int input_by_tiles
 
     void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm)
     size_t fl_packed_size(int groups, int units, int K)
@@ -157,7 +159,7 @@ def apply_activation(tuple spec, float[::1] values):
 cdef class CellKernel:
     """One direction of one layer: packed float32 weights and the C cell description."""
     cdef fl_cell cell
-    cdef readonly object w_ih, w_hh, bias, w_hr, peephole, w_hh_packed, w_hr_packed
+    cdef readonly object w_ih, w_hh, bias, w_hr, peephole, w_ih_packed, w_hh_packed, w_hr_packed
     cdef readonly int input_size, hidden_size, output_size
 
     def __init__(self, w_ih, w_hh, bias, w_hr, peephole, *, gate_act, cell_act, out_act,
@@ -184,6 +186,8 @@ cdef class CellKernel:
         self.cell.w_hh = _ptr(self.w_hh.reshape(-1))
         self.cell.bias = _ptr(self.bias)
         self.cell.w_hr = NULL if self.w_hr is None else _ptr(self.w_hr.reshape(-1))
+        self.w_ih_packed = _packed(self.w_ih, 4, H, I)
+        self.cell.w_ih_packed = _ptr(self.w_ih_packed)
         self.w_hh_packed = _packed(self.w_hh, 4, H, O)
         self.cell.w_hh_packed = _ptr(self.w_hh_packed)
         self.w_hr_packed = None if self.w_hr is None else _packed(self.w_hr, 1, O, H)
@@ -199,8 +203,8 @@ cdef class CellKernel:
         self.cell.gate_act = _activation(gate_act)
         self.cell.cell_act = _activation(cell_act)
         self.cell.out_act = _activation(out_act)
-        for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole, self.w_hh_packed,
-                  self.w_hr_packed):
+        for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole, self.w_ih_packed,
+                  self.w_hh_packed, self.w_hr_packed):
             if a is not None:
                 a.flags.writeable = False
 
@@ -236,7 +240,7 @@ cdef class Workspace:
 
 def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, list c0,
               list hn, list cn, const int[::1] lengths, const int[::1] order,
-              float[:, :, ::1] y, Workspace ws, int num_threads):
+              float[:, :, ::1] y, Workspace ws, int num_threads, bint stepwise=False):
     """Run every layer and direction of a stack over x.
 
     layers: per layer, a list of CellKernel (1 or 2 directions).
@@ -244,6 +248,8 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     h0, c0: per (layer, direction), (B, O) / (B, H) float32 C-contiguous arrays or None (zeros).
     hn, cn: per (layer, direction), output arrays (may be the same objects as h0, c0).
     lengths, order: (B,) int32 or None.  y: the last layer's output, laid out like x, or None.
+    stepwise: input projection by the tile kernel, so that each row's result is independent of
+    the rest of the batch (streams and pools).
     """
     cdef Py_ssize_t B, T
     cdef fl_seq seq
@@ -273,6 +279,7 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     seq.hs2 = &hs2_v[0]
     seq.cs = &cs_v[0]
     seq.num_threads = num_threads
+    seq.input_by_tiles = stepwise
 
     xin = &x[0, 0, 0] if x.shape[0] * x.shape[1] * x.shape[2] > 0 else NULL
     _blas_enter()

@@ -363,7 +363,25 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
     const long rows = (long)s->batch * s->steps;
     const long groups = (rows + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
     const long blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const size_t block_floats = (size_t)I * 4 * FL_TILE_UNITS;
     long task, a, b;
+    if (rows == 1) {
+        /* one row: two blocks per task, as in gate_tasks */
+        my_range((blocks + 1) / 2, tid, nth, &a, &b);
+        for (task = a; task < b; task++) {
+            const int q = (int)task * 2, j0 = q * FL_TILE_UNITS;
+            const int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
+            if (j1 < H) {
+                const int j2 = j1 + FL_TILE_UNITS < H ? j1 + FL_TILE_UNITS : H;
+                simd->pair(p->w_ih_packed + q * block_floats, p->w_ih_packed + (q + 1) * block_floats,
+                           I, s->x, s->gx + j0, s->gx + j1, H, j1 - j0, j2 - j1);
+            } else {
+                simd->tile(4, p->w_ih_packed + q * block_floats, I, s->x, I, 1, s->gx + j0, G, H,
+                           j1 - j0, 0);
+            }
+        }
+        return;
+    }
     my_range(blocks * groups, tid, nth, &a, &b);
     for (task = a; task < b; task++) {
         const int q = (int)(task / groups);
@@ -371,7 +389,7 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
         const int nb = rows - r0 < FL_TILE_ROWS ? (int)(rows - r0) : FL_TILE_ROWS;
         const int j0 = q * FL_TILE_UNITS;
         const int width = j0 + FL_TILE_UNITS < H ? FL_TILE_UNITS : H - j0;
-        simd->tile(4, p->w_ih_packed + (size_t)q * I * 4 * FL_TILE_UNITS, I,
+        simd->tile(4, p->w_ih_packed + q * block_floats, I,
                    s->x + r0 * s->x_ld, s->x_ld, nb, s->gx + r0 * G + j0, G, H, width, 0);
     }
 }
@@ -480,6 +498,8 @@ int fl_openmp_version(void)
 }
 
 int fl_openmp_used_in_parallel(void) { return fl_parallel_used; }
+
+int fl_simd_avx2_in_use(void) { return fl_simd()->avx2; }
 
 int fl_cpu_has_avx2_fma(void)
 {

@@ -103,7 +103,9 @@ def config():
         "threads": _num_threads,
         "forked_child_single_thread": _forked_after_parallel,
         "blas": blas,
-        "simd": "avx2+fma available" if facts["avx2_fma"] else "portable (no AVX2/FMA)",
+        "simd": ("AVX2+FMA kernels" if facts["avx2_kernels"] else
+                 "portable C kernels" + (" (AVX2+FMA available, FASTLSTM_SIMD=portable set)"
+                                         if facts["avx2_fma"] else " (no AVX2/FMA on this CPU)")),
     }
 
 

@@ -211,8 +211,8 @@ FL_AVX2 static inline __m256 tanh8(__m256 x)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 ax = _mm256_andnot_ps(sign, x);
-    /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored; e^{2|x|} clamped (tanh(9) == 1 in float) */
-    __m256 e = exp_avx2(_mm256_min_ps(_mm256_add_ps(ax, ax), _mm256_set1_ps(18.0f)));
+    /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored; 2|x| clamped at 40 (tanh(20) == 1 in float) */
+    __m256 e = exp_avx2(_mm256_min_ps(_mm256_add_ps(ax, ax), _mm256_set1_ps(40.0f)));
     __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
                                _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
     big = _mm256_or_ps(big, _mm256_and_ps(sign, x));

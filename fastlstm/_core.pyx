@@ -4,6 +4,7 @@
 Python (fastlstm.models) validates every argument before it calls in here; this module only
 checks what it must to never touch memory it does not own (shapes of the buffers it is given).
 """
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm as blas_sgemm
 
@@ -239,8 +240,132 @@ cdef class Workspace:
         self.buf_b = np.empty(max(n_between if len(layers) > 2 else 0, 1), np.float32)
 
 
+cdef const float *_opt_ptr(object a) except? NULL:
+    # (rows, cols) C-contiguous float32 array or None; an empty one has no data to point at
+    cdef const float[:, ::1] v
+    if a is None:
+        return NULL
+    v = a
+    return &v[0, 0] if v.shape[0] * v.shape[1] > 0 else NULL
+
+
+cdef class Plan:
+    """One run of a stack, resolved to C descriptions once: per (layer, direction) its cell and
+    its sequence arguments (state, workspace, lengths). ``run`` fills in x and y and executes
+    every layer without the GIL. A stream keeps its plan, so a step costs two pointers."""
+    cdef fl_cell *cells
+    cdef fl_seq *seqs
+    cdef int n, n_layers
+    cdef int *directions
+    cdef Py_ssize_t batch, steps, in_width, out_width
+    cdef bint batch_first
+    cdef object keep
+
+    def __cinit__(self, list layers, *args, **kwargs):
+        cdef Py_ssize_t n = sum(len(d) for d in layers)
+        self.cells = <fl_cell *>PyMem_Malloc(max(n, 1) * sizeof(fl_cell))
+        self.seqs = <fl_seq *>PyMem_Malloc(max(n, 1) * sizeof(fl_seq))
+        self.directions = <int *>PyMem_Malloc(max(len(layers), 1) * sizeof(int))
+        if self.cells == NULL or self.seqs == NULL or self.directions == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.cells)
+        PyMem_Free(self.seqs)
+        PyMem_Free(self.directions)
+
+    def __init__(self, list layers, Py_ssize_t batch, Py_ssize_t steps, bint batch_first,
+                 list h0, list c0, list hn, list cn, object lengths, object order,
+                 Workspace ws, bint stepwise):
+        cdef fl_seq base
+        cdef const int[::1] lengths_v, order_v
+        cdef CellKernel kern
+        cdef Py_ssize_t l, d, k = 0, D
+        cdef float[::1] a_view = ws.buf_a, b_view = ws.buf_b, hf_v = ws.hfull
+        cdef float[::1] gx_v = ws.gx, pre_v = ws.pre, hs_v = ws.hs, hs2_v = ws.hs2, cs_v = ws.cs
+        cdef float *yout
+        cdef const float *xin = NULL
+        cdef int x_ld
+        if ws.rows < batch * steps or ws.batch < batch:
+            raise ValueError("workspace too small")
+        self.keep = (layers, ws, h0, c0, hn, cn, lengths, order)
+        self.n_layers = <int>len(layers)
+        self.batch, self.steps, self.batch_first = batch, steps, batch_first
+        self.in_width = (<CellKernel>layers[0][0]).input_size
+        last = layers[len(layers) - 1]  # (no negative indexing: wraparound is off)
+        self.out_width = len(last) * (<CellKernel>last[0]).output_size
+
+        memset(&base, 0, sizeof(fl_seq))
+        base.steps = <int>steps
+        base.batch = <int>batch
+        base.row_b = steps if batch_first else 1
+        base.row_t = 1 if batch_first else batch
+        if lengths is not None:
+            lengths_v, order_v = lengths, order
+            if lengths_v.shape[0] != batch or order_v.shape[0] != batch:
+                raise ValueError("lengths and order must have one entry per sequence")
+            if batch:
+                base.lengths, base.order = &lengths_v[0], &order_v[0]
+        base.gx, base.pre, base.cs = &gx_v[0], &pre_v[0], &cs_v[0]
+        base.hs, base.hs2 = &hs_v[0], &hs2_v[0]
+        base.input_by_tiles = stepwise
+        x_ld = <int>self.in_width
+        for l in range(self.n_layers):
+            D = len(layers[l])
+            self.directions[l] = <int>D
+            yout = NULL if l == self.n_layers - 1 else (&a_view[0] if l % 2 == 0 else &b_view[0])
+            for d in range(D):
+                kern = <CellKernel>layers[l][d]
+                self.cells[k] = kern.cell
+                self.seqs[k] = base
+                self.seqs[k].x = xin          # layer 0: set by run()
+                self.seqs[k].x_ld = x_ld
+                self.seqs[k].y = NULL if yout == NULL else yout + d * kern.output_size
+                self.seqs[k].y_ld = <int>(D * kern.output_size)
+                self.seqs[k].reverse = d == 1
+                self.seqs[k].hfull = &hf_v[0] if kern.w_hr is not None else NULL
+                self.seqs[k].h0 = _opt_ptr(h0[k])
+                self.seqs[k].c0 = _opt_ptr(c0[k])
+                self.seqs[k].hn = <float *>_opt_ptr(hn[k])
+                self.seqs[k].cn = <float *>_opt_ptr(cn[k])
+                k += 1
+            xin = yout
+            x_ld = <int>(D * (<CellKernel>layers[l][0]).output_size)
+        self.n = <int>k
+
+    def run(self, const float[:, :, ::1] x, float[:, :, ::1] y, int num_threads):
+        """x laid out as planned (B, T, I) or (T, B, I); y likewise with the output width, or
+        None when only the final states are wanted."""
+        cdef Py_ssize_t rows = self.batch if self.batch_first else self.steps
+        cdef Py_ssize_t cols = self.steps if self.batch_first else self.batch
+        cdef int l, d, k = 0, first_last
+        if x.shape[0] != rows or x.shape[1] != cols or x.shape[2] != self.in_width:
+            raise ValueError(f"x has shape {tuple(x.shape)[:3]} but the plan is for "
+                             f"{(rows, cols, self.in_width)}")
+        if y is not None and (y.shape[0] != rows or y.shape[1] != cols
+                              or y.shape[2] != self.out_width):
+            raise ValueError(f"y has shape {tuple(y.shape)[:3]} but the plan needs "
+                             f"{(rows, cols, self.out_width)}")
+        first_last = self.n - self.directions[self.n_layers - 1]
+        for d in range(self.directions[0]):
+            self.seqs[d].x = &x[0, 0, 0] if rows * cols * self.in_width > 0 else NULL
+            self.seqs[d].num_threads = num_threads
+        for k in range(self.n):
+            self.seqs[k].num_threads = num_threads
+            if k >= first_last:
+                self.seqs[k].y = NULL if (y is None or rows * cols == 0) else \
+                    &y[0, 0, 0] + (k - first_last) * self.cells[k].output_size
+        _blas_enter()
+        try:
+            with nogil:
+                for k in range(self.n):
+                    fl_run_sequence(&self.cells[k], &self.seqs[k], _sgemm)
+        finally:
+            _blas_leave()
+
+
 def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, list c0,
-              list hn, list cn, const int[::1] lengths, const int[::1] order,
+              list hn, list cn, object lengths, object order,
               float[:, :, ::1] y, Workspace ws, int num_threads, bint stepwise=False):
     """Run every layer and direction of a stack over x.
 
@@ -252,95 +377,9 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     stepwise: input projection by the tile kernel, so that each row's result is independent of
     the rest of the batch (streams and pools).
     """
-    cdef Py_ssize_t B, T
-    cdef fl_seq seq
-    cdef const float *xin
-    cdef float[::1] a_view, b_view, gx_v, pre_v, hs_v, hs2_v, cs_v, hf_v
-
-    if batch_first:
-        B, T = x.shape[0], x.shape[1]
-    else:
-        T, B = x.shape[0], x.shape[1]
-    if ws.rows < B * T or ws.batch < B:
-        raise ValueError("workspace too small")
-
-    gx_v, pre_v, hs_v, hs2_v, cs_v, hf_v = ws.gx, ws.pre, ws.hs, ws.hs2, ws.cs, ws.hfull
-    a_view, b_view = ws.buf_a, ws.buf_b
-
-    memset(&seq, 0, sizeof(fl_seq))
-    seq.steps = <int>T
-    seq.batch = <int>B
-    seq.row_b = T if batch_first else 1
-    seq.row_t = 1 if batch_first else B
-    seq.lengths = NULL if lengths is None else &lengths[0]
-    seq.order = NULL if order is None else &order[0]
-    seq.gx = &gx_v[0]
-    seq.pre = &pre_v[0]
-    seq.hs = &hs_v[0]
-    seq.hs2 = &hs2_v[0]
-    seq.cs = &cs_v[0]
-    seq.num_threads = num_threads
-    seq.input_by_tiles = stepwise
-
-    xin = &x[0, 0, 0] if x.shape[0] * x.shape[1] * x.shape[2] > 0 else NULL
-    _blas_enter()
-    try:
-        _run_layers(layers, seq, xin, <int>x.shape[2], y, a_view, b_view, hf_v, h0, c0, hn, cn)
-    finally:
-        _blas_leave()
-
-
-cdef _run_layers(list layers, fl_seq seq, const float *xin, int x_ld, float[:, :, ::1] y,
-                 float[::1] a_view, float[::1] b_view, float[::1] hf_v, list h0, list c0,
-                 list hn, list cn):
-    cdef Py_ssize_t L = len(layers), l, d, D, k = 0
-    cdef CellKernel kern
-    cdef float *yout
-    cdef int y_ld
-    cdef float[:, ::1] st
-    cdef const float[:, ::1] cst
-    cdef fl_cell cells[2]
-    cdef fl_seq seqs[2]
-    for l in range(L):
-        directions = layers[l]
-        D = len(directions)
-        out_w = D * (<CellKernel>directions[0]).output_size
-        if l == L - 1:
-            yout = NULL if (y is None or y.shape[0] * y.shape[1] * y.shape[2] == 0) else &y[0, 0, 0]
-            y_ld = <int>out_w
-        else:
-            yout = &a_view[0] if l % 2 == 0 else &b_view[0]
-            y_ld = <int>out_w
-        for d in range(D):
-            kern = <CellKernel>directions[d]
-            cells[d] = kern.cell
-            seqs[d] = seq
-            seqs[d].x = xin
-            seqs[d].x_ld = x_ld
-            seqs[d].y = NULL if yout == NULL else yout + d * kern.output_size
-            seqs[d].y_ld = y_ld
-            seqs[d].reverse = d == 1
-            seqs[d].hfull = &hf_v[0] if kern.w_hr is not None else NULL
-            if h0[k] is None:
-                seqs[d].h0 = NULL
-            else:
-                cst = h0[k]
-                seqs[d].h0 = &cst[0, 0] if cst.shape[0] * cst.shape[1] > 0 else NULL
-            if c0[k] is None:
-                seqs[d].c0 = NULL
-            else:
-                cst = c0[k]
-                seqs[d].c0 = &cst[0, 0] if cst.shape[0] * cst.shape[1] > 0 else NULL
-            st = hn[k]
-            seqs[d].hn = &st[0, 0] if st.shape[0] * st.shape[1] > 0 else NULL
-            st = cn[k]
-            seqs[d].cn = &st[0, 0] if st.shape[0] * st.shape[1] > 0 else NULL
-            k += 1
-        with nogil:
-            for d in range(D):
-                fl_run_sequence(&cells[d], &seqs[d], _sgemm)
-        xin = yout
-        x_ld = y_ld
+    B, T = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
+    plan = Plan(layers, B, T, batch_first, h0, c0, hn, cn, lengths, order, ws, stepwise)
+    plan.run(x, y, num_threads)
 
 
 def runtime_facts():

@@ -20,7 +20,6 @@ class Stream:
                              "reads the future, so it cannot run step by step")
         self._model = model
         self._lock = threading.Lock()
-        self._step_ws = None
         self.reset(state=state, batch_size=batch_size)
 
     @property
@@ -54,10 +53,17 @@ class Stream:
             h, c = model._state_lists(state, max(batch, 0), "state")
             h = [a.copy() for a in h]
             c = [a.copy() for a in c]
+        batch = h[0].shape[0]
+        ws = _core.Workspace(model._kernels, batch, batch)
+        # The step plan reads and writes the state arrays in place.
+        plan = _core.Plan(model._kernels, batch, 1, model.batch_first, h, c, h, c, None, None,
+                          ws, True)
         with self._lock:
-            self._batch = h[0].shape[0]
+            self._batch = batch
             self._h, self._c = h, c
-            self._step_ws = _core.Workspace(model._kernels, self._batch, self._batch)
+            self._step_plan = plan
+            self._y_shape = ((batch, 1, model.output_size) if model.batch_first
+                             else (1, batch, model.output_size))
 
     def _wrong_batch(self, got, name):
         return ValueError(
@@ -77,9 +83,9 @@ class Stream:
         if B != self._batch:
             raise self._wrong_batch(B, "x_t")
         x3 = x_t.reshape((B, 1, -1) if model.batch_first else (1, B, -1))
+        y = np.empty(self._y_shape, np.float32)
         with self._lock:
-            y, _, _ = model._run(x3, self._h, self._c, None, True, self._step_ws,
-                                 self._h, self._c, stepwise=True)
+            self._step_plan.run(x3, y, runtime.get_num_threads())
         return y.reshape(B, -1)
 
     def feed(self, x_chunk, lengths=None):

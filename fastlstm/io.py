@@ -154,7 +154,7 @@ def load(path):
         raise ValueError(f"fastlstm.load: {shown!r} does not exist or is not a file")
     try:
         if not zipfile.is_zipfile(shown):
-            raise _Bad("it is not an .npz (zip) file")
+            raise _Bad("it is not a complete .npz (zip) file: truncated, or another kind of file")
         with np.load(shown, allow_pickle=False) as npz:
             files = {name: npz[name] for name in npz.files}
         config = _config(files)

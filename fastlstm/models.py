@@ -320,11 +320,20 @@ class LSTM(_Stack):
         return cls._from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
-    def from_keras(cls, layer_or_path, **options):
-        """A model from a Keras 3 LSTM layer, model or saved file; see ``fastlstm.loaders.keras``."""
+    def from_keras(cls, layer_or_path, *, layer=None, activation=None,
+                   recurrent_activation=None):
+        """A model from a Keras 3 LSTM layer, model or saved ``.keras`` / ``.weights.h5`` file.
+
+        ``layer=`` names the layer when there are several; ``activation=`` /
+        ``recurrent_activation=`` complete a ``.weights.h5`` file, which has no config.
+        Keras repeats the last output at masked steps where ``lengths`` gives zeros:
+        ``fastlstm.loaders.keras.repeat_last_output`` converts. See ``fastlstm.loaders.keras``.
+        """
         from .loaders import keras as keras_loader
 
-        layers, bidirectional = keras_loader.read(layer_or_path, **options)
+        layers, bidirectional = keras_loader.read(layer_or_path, layer=layer,
+                                                  activation=activation,
+                                                  recurrent_activation=recurrent_activation)
         return cls._from_layers(layers, bidirectional=bidirectional, batch_first=True)
 
     @classmethod

@@ -215,3 +215,40 @@ def test_errors(tmp_path):
     empty = helper.make_model(helper.make_graph([], "g", [], []), ir_version=IR_VERSION)
     with pytest.raises(ValueError, match="no LSTM node"):
         fastlstm.LSTM.from_onnx(empty)
+
+
+# torch's legacy exporter warns about itself and calls its own deprecated helpers
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"
+                            ":DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed. Please remove usage of this "
+                            "function:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size other than 1"
+                            ":UserWarning")
+def test_torch_exported_model():
+    """A real exporter's graph: torch.onnx.export of a 2-layer bidirectional nn.LSTM (one LSTM
+    node per layer, zero initial states as initializers) loads node by node and matches ORT."""
+    import io
+
+    import torch
+
+    module = torch.nn.LSTM(I, H, 2, bidirectional=True)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-0.6, 0.6)
+    buf = io.BytesIO()
+    x = np.random.default_rng(9).standard_normal((T, B, I)).astype(np.float32)
+    torch.onnx.export(module, (torch.from_numpy(x),), buf, dynamo=False, input_names=["x"],
+                      output_names=["y", "h", "c"], opset_version=OPSET)
+    model = onnx.load_from_string(buf.getvalue())
+    names = [n.name for n in model.graph.node if n.op_type == "LSTM"]
+    assert len(names) == 2
+    first, second = (fastlstm.LSTM.from_onnx(model, node=n) for n in names)
+    assert type(first) is fastlstm.LSTM  # zero initial states are dropped
+    y1, (h1, c1) = first(x)
+    y2, (h2, c2) = second(y1)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y_o, h_o, c_o = sess.run(None, {"x": x})
+    np.testing.assert_allclose(y2, y_o, atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.concatenate([h1, h2]), h_o, atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.concatenate([c1, c2]), c_o, atol=TOL, rtol=0)
+    assert first(x[:, :1])[0].shape == (T, 1, 2 * H)  # any batch size, unlike the graph

@@ -23,6 +23,7 @@ fastlstm's ``y`` into the Keras layer's. Keras always runs batch-major: the mode
 """
 import io
 import json
+import os
 import re
 import zipfile
 
@@ -312,8 +313,6 @@ def _read_file(path):
 
 def read(layer_or_path, *, layer=None, activation=None, recurrent_activation=None):
     """Read a Keras LSTM into (layers, bidirectional); see the module docstring."""
-    import os
-
     if isinstance(layer_or_path, (str, os.PathLike)):
         if not os.path.exists(layer_or_path):
             raise ValueError(f"Keras file {os.fspath(layer_or_path)!r} does not exist")

@@ -18,9 +18,16 @@ How our call maps to the node (X, Y, Y_h, Y_c as in the ONNX spec, D directions)
   ``Y_h = h_n.transpose(1, 0, 2)`` (same for Y_c).
 - ``sequence_lens`` is our ``lengths``: Y is zero past each length, Y_h/Y_c are the states
   at each sequence's last valid step, the reverse direction runs over the valid steps only.
-- When ``initial_h`` / ``initial_c`` are initializers the loaded model uses them whenever the
-  call gives no ``initial_state`` (the missing one of the pair being zeros); they fix the
-  batch size, as they do in the ONNX graph. ``lstm.onnx_initial_state`` holds them.
+- A sequence of length 0 keeps its initial state in fastlstm (as in PyTorch and TF), while
+  onnxruntime returns Y_h = Y_c = 0 for it; the two differ only when that initial state is
+  not zero.
+- When ``initial_h`` / ``initial_c`` are non-zero initializers the loaded model (an
+  ``OnnxLSTM``) uses them whenever the call gives no ``initial_state`` (the missing one of the
+  pair being zeros); they fix the batch size, as they do in the ONNX graph, and
+  ``lstm.onnx_initial_state`` holds them. All-zero ones are dropped: zeros are the default.
+- ``direction="reverse"`` also gives an ``OnnxLSTM``: its one direction runs over each
+  sequence's valid steps backwards and stores each output at its own time step.
+- One node is one layer: a stacked model exported from PyTorch has one LSTM node per layer.
 """
 import numpy as np
 
@@ -207,6 +214,9 @@ def read(path_or_model, node=None):
         dirs.append(p)
     layer = make_layer(I, H, opts, dirs, where=where)
     h0, c0 = const(h0_name, "initial_h"), const(c0_name, "initial_c")
+    # All-zero initial states (what torch.onnx.export writes) are fastlstm's default for any
+    # batch size: dropping them frees the model from the batch size baked into the graph.
+    h0, c0 = (None if s is not None and not s.any() else s for s in (h0, c0))
     initial = None
     if h0 is not None or c0 is not None:
         batch = (h0 if h0 is not None else c0).shape[1 - layout]
@@ -229,7 +239,7 @@ def load(cls, path_or_model, node=None):
     more, an ``OnnxLSTM`` for a ``reverse`` node or initial states held in the graph."""
     layer, direction, batch_first, initial = read(path_or_model, node=node)
     bidirectional = direction == "bidirectional"
-    if direction == "forward" and initial is None:
+    if direction != "reverse" and initial is None:
         return cls._from_layers([layer], bidirectional=bidirectional, batch_first=batch_first)
     model = OnnxLSTM.__new__(OnnxLSTM)
     model._setup([layer], bidirectional, batch_first)

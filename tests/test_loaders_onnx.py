@@ -224,6 +224,8 @@ def test_errors(tmp_path):
                             "function:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size other than 1"
                             ":UserWarning")
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean might cause the "
+                            "trace to be incorrect:torch.jit.TracerWarning")
 def test_torch_exported_model():
     """A real exporter's graph: torch.onnx.export of a 2-layer bidirectional nn.LSTM (one LSTM
     node per layer, zero initial states as initializers) loads node by node and matches ORT."""

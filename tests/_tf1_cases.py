@@ -46,7 +46,7 @@ CASES = {
 }
 
 
-def state_tuple(cell, rng, name):
+def state_tuple(cell, rng):
     h = rng.standard_normal((B, cell.output_size)).astype(np.float32)
     c = rng.standard_normal((B, cell.state_size.c)).astype(np.float32)
     return h, c
@@ -65,7 +65,7 @@ def run_case(name, builder, bidirectional, lengths, custom_state, out):
         states = []
         if bidirectional:
             (fw, bw), = cells
-            init = [state_tuple(c, rng, name) for c in (fw, bw)] if custom_state else None
+            init = [state_tuple(c, rng) for c in (fw, bw)] if custom_state else None
             tf_init = [v1.nn.rnn_cell.LSTMStateTuple(c=s[1], h=s[0]) for s in init] \
                 if init else [None, None]
             (y_fw, y_bw), (s_fw, s_bw) = v1.nn.bidirectional_dynamic_rnn(
@@ -74,7 +74,7 @@ def run_case(name, builder, bidirectional, lengths, custom_state, out):
             y = tf.concat([y_fw, y_bw], axis=2)
             finals = [s_fw, s_bw]
         else:
-            init = [state_tuple(c, rng, name) for c in cells] if custom_state else None
+            init = [state_tuple(c, rng) for c in cells] if custom_state else None
             cell = cells[0] if len(cells) == 1 else v1.nn.rnn_cell.MultiRNNCell(cells)
             tf_init = None
             if init:

@@ -95,7 +95,7 @@ def _lstm_nodes(graph):
     """Every LSTM node, subgraphs (If, Loop, Scan bodies) included, with a display name."""
     for i, node in enumerate(graph.node):
         if node.op_type == "LSTM" and node.domain in ("", "ai.onnx"):
-            yield (node.name or f"<unnamed LSTM #{i}>"), node, graph
+            yield (node.name or f"<unnamed LSTM #{i}>"), node
         for sub in _subgraphs(node):
             yield from _lstm_nodes(sub)
 
@@ -127,22 +127,23 @@ def _attributes(node):
 
 
 def read(path_or_model, node=None):
-    """Read one LSTM node: ([layer], bidirectional, direction, batch_first, initial (h, c))."""
+    """Read one LSTM node: (layer, direction, batch_first, initial (h0, c0) or None)."""
     model = _model_proto(path_or_model)
     found = list(_lstm_nodes(model.graph))
-    names = [name for name, _, _ in found]
+    names = [name for name, _ in found]
     if not found:
         raise ValueError("the ONNX model has no LSTM node")
     if node is None:
         if len(found) > 1:
             raise ValueError(f"the ONNX model has {len(found)} LSTM nodes {names}; "
                              f"choose one with node=...")
-        name, lstm, _ = found[0]
+        name, lstm = found[0]
     else:
         matches = [f for f in found if f[0] == node]
         if not matches:
-            raise ValueError(f"node={node!r} is not an LSTM node of the model; LSTM nodes: {names}")
-        name, lstm, _ = matches[0]
+            raise ValueError(f"node={node!r} is not an LSTM node of the model; "
+                             f"LSTM nodes: {names}")
+        name, lstm = matches[0]
     where = f"ONNX LSTM node {name!r}"
     attrs = _attributes(lstm)
     consts = _constants(model)

@@ -23,6 +23,9 @@ MODELS = {
                                                                           0.5),
         output_activation="softsign", input_forget=True, seed=4),
     "cell": lambda: fastlstm.LSTMCell(3, 5, proj_size=2, peepholes=True, seed=5),
+    "mixed_layers": lambda: fastlstm.LSTM.from_cells(
+        [fastlstm.LSTMCell(3, 4, forget_bias=1.0, seed=8),
+         fastlstm.LSTMCell(4, 6, proj_size=2, peepholes=True, activation="relu", seed=9)]),
 }
 
 
@@ -47,9 +50,11 @@ def test_round_trip(tmp_path, kind):
     for name, arr in model.weights.items():
         assert np.array_equal(loaded.weights[name], arr)
     x = np.random.default_rng(0).standard_normal((2, 4, model.input_size)).astype(np.float32)
-    y0, (h0, c0) = _run(model, x)
-    y1, (h1, c1) = _run(loaded, x)
-    assert np.array_equal(y0, y1) and np.array_equal(h0, h1) and np.array_equal(c0, c1)
+    y0, states0 = _run(model, x)
+    y1, states1 = _run(loaded, x)
+    assert np.array_equal(y0, y1)
+    for s0, s1 in zip(states0, states1):  # h, c: arrays, or per-layer tuples when sizes differ
+        assert all(np.array_equal(a, b) for a, b in zip(s0, s1))
     if isinstance(model, fastlstm.LSTM):
         assert loaded.layer_options == model.layer_options
     with np.load(path, allow_pickle=False) as npz:  # the documented layout

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fastlstm
@@ -160,3 +162,25 @@ def test_cells_stacked_like_a_loop():
     y, (h, c) = model(x)
     np.testing.assert_allclose(y, np.stack(outs, axis=1), atol=TOL, rtol=0)
     np.testing.assert_allclose(c[1], states[1][1].numpy(), atol=TOL, rtol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_layers=st.integers(1, 3), bidirectional=st.booleans(), hidden=st.integers(1, 6),
+       proj=st.integers(0, 5), batch_first=st.booleans(), batch=st.integers(1, 4),
+       time=st.integers(1, 6), data=st.data())
+def test_random_configurations(num_layers, bidirectional, hidden, proj, batch_first, batch,
+                               time, data):
+    proj = proj if proj < hidden else 0
+    module = _randomise(torch.nn.LSTM(2, hidden, num_layers, batch_first=batch_first,
+                                      bidirectional=bidirectional, proj_size=proj),
+                        seed=num_layers * 7 + hidden)
+    lengths = np.array(data.draw(st.lists(st.integers(1, time), min_size=batch,
+                                          max_size=batch)))
+    rng = np.random.default_rng(time)
+    x = rng.standard_normal((batch, time, 2) if batch_first else (time, batch, 2))
+    x = x.astype(np.float32)
+    y_t, h_t, c_t = _torch_run(module, x, lengths, None)
+    y, (h, c) = fastlstm.LSTM.from_torch(module)(x, lengths=lengths)
+    np.testing.assert_allclose(y, y_t, atol=TOL, rtol=0)
+    np.testing.assert_allclose(h, h_t, atol=TOL, rtol=0)
+    np.testing.assert_allclose(c, c_t, atol=TOL, rtol=0)

@@ -64,7 +64,7 @@ def extensions():
         directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
     ext = Extension(
         "fastlstm._core",
-        sources=["fastlstm/_core.pyx", "csrc/fastlstm.c"],
+        sources=["fastlstm/_core.pyx", "csrc/fastlstm.c", "csrc/fl_simd.c"],
         include_dirs=["csrc"],
         extra_compile_args=extra_compile,
         extra_link_args=extra_link,

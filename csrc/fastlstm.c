@@ -1,6 +1,7 @@
 /* fastlstm native kernels; see fastlstm.h for the layouts. */
 #include "fastlstm.h"
 #include "fl_omp.h"
+#include "fl_simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -14,26 +15,16 @@ static inline float clampf(float v, float lim)
     return v > lim ? lim : (v < -lim ? -lim : v);
 }
 
-static inline float sigmoidf(float v)
-{
-    /* Written for both signs so that expf never overflows. */
-    if (v >= 0.0f) {
-        return 1.0f / (1.0f + expf(-v));
-    }
-    float e = expf(v);
-    return e / (1.0f + e);
-}
-
 void fl_activate(fl_activation act, float *v, int n)
 {
     const float a = act.alpha, b = act.beta;
     int j;
     switch (act.kind) {
     case FL_ACT_TANH:
-        for (j = 0; j < n; j++) v[j] = tanhf(v[j]);
+        fl_simd()->tanh(v, n);
         break;
     case FL_ACT_SIGMOID:
-        for (j = 0; j < n; j++) v[j] = sigmoidf(v[j]);
+        fl_simd()->sigmoid(v, n);
         break;
     case FL_ACT_RELU:
         for (j = 0; j < n; j++) v[j] = v[j] > 0.0f ? v[j] : 0.0f;
@@ -142,99 +133,315 @@ static void cell_rows(const fl_cell *p, const float *gx, float *pre, float *c, f
     for (j = 0; j < n; j++) hh[j] = po[j] * pg[j];
 }
 
-/* Hidden units handed to one task when the batch is too small to give every thread rows. */
-#define FL_UNIT_BLOCK 64
-/* Below this many elements per step a parallel region costs more than it saves. */
-#define FL_PARALLEL_MIN_WORK 8192
+/* ------------------------------------------------------------------ weight packing */
 
-static void cell_step(const fl_cell *p, const fl_seq *s, int step, int active)
+size_t fl_packed_size(int rows_per_group, int units, int K)
 {
-    const int H = p->hidden_size, G = 4 * H;
-    float *hout = s->hfull ? s->hfull : s->hs;
-    const int hout_ld = s->hfull ? H : p->output_size;
-    int blocks = 1;
-    int threads = s->num_threads;
-
-    if (threads > 1 && (long)active * H >= FL_PARALLEL_MIN_WORK) {
-        if (active < threads) blocks = (H + FL_UNIT_BLOCK - 1) / FL_UNIT_BLOCK;
-    } else {
-        threads = 1;
-    }
-    const long tasks = (long)active * blocks;
-
-#define FL_TASK(task)                                                                      \
-    do {                                                                                   \
-        const int r = (int)((task) / blocks), blk = (int)((task) % blocks);                \
-        const int b = s->order ? s->order[r] : r;                                          \
-        const int len = s->lengths ? s->lengths[b] : s->steps;                             \
-        const int t = s->reverse ? len - 1 - step : step;                                  \
-        const ptrdiff_t row = (ptrdiff_t)b * s->row_b + (ptrdiff_t)t * s->row_t;           \
-        const int j0 = blocks == 1 ? 0 : blk * FL_UNIT_BLOCK;                              \
-        const int j1 = blocks == 1 ? H : (j0 + FL_UNIT_BLOCK < H ? j0 + FL_UNIT_BLOCK : H); \
-        cell_rows(p, s->gx + row * G, s->pre + (size_t)r * G, s->cs + (size_t)r * H,      \
-                  hout + (size_t)r * hout_ld, j0, j1);                                     \
-    } while (0)
-
-    if (threads > 1) {
-        long task;
-        fl_parallel_used = 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (task = 0; task < tasks; task++) FL_TASK(task);
-    } else {
-        long task;
-        for (task = 0; task < tasks; task++) FL_TASK(task);
-    }
-#undef FL_TASK
+    const size_t blocks = ((size_t)units + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    return blocks * (size_t)K * (size_t)rows_per_group * FL_TILE_UNITS;
 }
 
-/* Copy (and clip) the new hidden rows out to y. */
-static void write_outputs(const fl_cell *p, const fl_seq *s, int step, int active)
+/* Pack w (groups*units, K), row-major, into tiles [block][k][group][8]: block q holds units
+ * q*8 .. q*8+7 of every group (the four gates for w_hh, one group for w_hr), zero-padded. */
+void fl_pack(const float *w, int groups, int units, int K, float *out)
 {
-    const int O = p->output_size;
+    const int blocks = (units + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    int q, k, g, u;
+    for (q = 0; q < blocks; q++) {
+        float *dst = out + (size_t)q * K * groups * FL_TILE_UNITS;
+        for (k = 0; k < K; k++)
+            for (g = 0; g < groups; g++)
+                for (u = 0; u < FL_TILE_UNITS; u++) {
+                    const int unit = q * FL_TILE_UNITS + u;
+                    dst[((size_t)k * groups + g) * FL_TILE_UNITS + u] =
+                        unit < units ? w[((size_t)g * units + unit) * K + k] : 0.0f;
+                }
+    }
+}
+
+/* ------------------------------------------------------------------ the time loop */
+
+/* Below this many multiply-adds per step, waking a second thread costs more than it saves. */
+#define FL_PARALLEL_MIN_MACS 32768L
+
+typedef struct {
+    const fl_cell *p;
+    const fl_seq *s;
+    const fl_simd_table *simd;
+} step_ctx;
+
+static inline int row_length(const fl_seq *s, int b)
+{
+    return s->lengths ? s->lengths[b] : s->steps;
+}
+
+static inline ptrdiff_t data_row(const fl_seq *s, int r, int step, int *batch_index)
+{
+    const int b = s->order ? s->order[r] : r;
+    const int t = s->reverse ? row_length(s, b) - 1 - step : step;
+    *batch_index = b;
+    return (ptrdiff_t)b * s->row_b + (ptrdiff_t)t * s->row_t;
+}
+
+/* Split n tasks into nth contiguous static ranges; the same thread gets the same range every
+ * step, so its block of the recurrent weights stays in its own cache. */
+static inline void my_range(long n, int tid, int nth, long *a, long *b)
+{
+    *a = n * tid / nth;
+    *b = n * (tid + 1) / nth;
+}
+
+/* Inputs k of the recurrent product handled per pass over a block's row groups: a
+ * 128 x 32-float slice of packed weights (16 KiB) stays in L1 while every row group uses it. */
+#define FL_K_CHUNK 128
+
+/* The fused update of rows r0..r0+nb for hidden units [j0, j1), from pre = h_prev . W_hh^T. */
+static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, int j1,
+                        float *h_next)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, O = p->output_size, G = 4 * H;
     int r;
-    for (r = 0; r < active; r++) {
-        float *hr = s->hs + (size_t)r * O;
-        if (p->has_proj_clip) {
-            int j;
-            for (j = 0; j < O; j++) hr[j] = clampf(hr[j], p->proj_clip);
+    for (r = r0; r < r0 + nb; r++) {
+        int b;
+        const ptrdiff_t row = data_row(s, r, step, &b);
+        float *h_out = p->w_hr ? s->hfull + (size_t)r * H : h_next + (size_t)r * O;
+        cell_rows(p, s->gx + row * G, s->pre + (size_t)r * G, s->cs + (size_t)r * H, h_out,
+                  j0, j1);
+        if (!p->w_hr && s->y)
+            memcpy(s->y + row * s->y_ld + j0, h_out + j0, (size_t)(j1 - j0) * sizeof(float));
+    }
+}
+
+/* Gate tiles of one step. Task = (hidden block q, row group); consecutive tasks share q, so
+ * a thread's range is a few blocks with their row groups, and each weight slice is loaded
+ * once for all of them. A batch of one pairs blocks instead (see pair in fl_simd.h). */
+static void gate_tasks(const step_ctx *cx, int step, int active, const float *h_prev,
+                       float *h_next, long t0, long t1)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, O = p->output_size, G = 4 * H;
+    const long groups = (active + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+    const size_t block_floats = (size_t)O * 4 * FL_TILE_UNITS;
+    long task = t0;
+
+    if (active == 1) {
+        for (; task < t1; task++) {
+            const int q = (int)task * 2, j0 = q * FL_TILE_UNITS;
+            int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
+            if (j1 < H) {
+                const int j2 = j1 + FL_TILE_UNITS < H ? j1 + FL_TILE_UNITS : H;
+                cx->simd->pair(p->w_hh_packed + q * block_floats,
+                               p->w_hh_packed + (q + 1) * block_floats, O, h_prev, s->pre + j0,
+                               s->pre + j1, H, j1 - j0, j2 - j1);
+                j1 = j2;
+            } else {
+                cx->simd->tile(4, p->w_hh_packed + q * block_floats, O, h_prev, O, 1,
+                               s->pre + j0, G, H, j1 - j0, 0);
+            }
+            update_rows(cx, step, 0, 1, j0, j1, h_next);
         }
-        if (s->y) {
-            const int b = s->order ? s->order[r] : r;
-            const int len = s->lengths ? s->lengths[b] : s->steps;
-            const int t = s->reverse ? len - 1 - step : step;
-            const ptrdiff_t row = (ptrdiff_t)b * s->row_b + (ptrdiff_t)t * s->row_t;
-            memcpy(s->y + row * s->y_ld, hr, (size_t)O * sizeof(float));
+        return;
+    }
+
+    while (task < t1) {
+        const int q = (int)(task / groups);
+        const long g0 = task % groups;
+        const long g1 = groups < g0 + (t1 - task) ? groups : g0 + (t1 - task);
+        const int j0 = q * FL_TILE_UNITS;
+        const int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
+        const float *wq = p->w_hh_packed + q * block_floats;
+        long grp;
+        int k0;
+        for (k0 = 0; k0 < O; k0 += FL_K_CHUNK) {
+            const int kc = O - k0 < FL_K_CHUNK ? O - k0 : FL_K_CHUNK;
+            for (grp = g0; grp < g1; grp++) {
+                const int r0 = (int)grp * FL_TILE_ROWS;
+                const int nb = active - r0 < FL_TILE_ROWS ? active - r0 : FL_TILE_ROWS;
+                cx->simd->tile(4, wq + (size_t)k0 * 4 * FL_TILE_UNITS, kc,
+                               h_prev + (size_t)r0 * O + k0, O, nb, s->pre + (size_t)r0 * G + j0,
+                               G, H, j1 - j0, k0 > 0);
+            }
         }
+        for (grp = g0; grp < g1; grp++) {
+            const int r0 = (int)grp * FL_TILE_ROWS;
+            const int nb = active - r0 < FL_TILE_ROWS ? active - r0 : FL_TILE_ROWS;
+            update_rows(cx, step, r0, nb, j0, j1, h_next);
+        }
+        task += g1 - g0;
+    }
+}
+
+/* Projection tiles: h_next = clip(W_hr . hfull) for output block q and a row group, and y. */
+static void projection_tasks(const step_ctx *cx, int step, int active, float *h_next,
+                             long t0, long t1)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, O = p->output_size;
+    const int groups = (active + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+    long task;
+    for (task = t0; task < t1; task++) {
+        const int q = (int)(task / groups), grp = (int)(task % groups);
+        const int r0 = grp * FL_TILE_ROWS;
+        const int nb = active - r0 < FL_TILE_ROWS ? active - r0 : FL_TILE_ROWS;
+        const int j0 = q * FL_TILE_UNITS;
+        const int j1 = j0 + FL_TILE_UNITS < O ? j0 + FL_TILE_UNITS : O;
+        int r, j;
+        cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * FL_TILE_UNITS, H,
+                       s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
+                       j1 - j0, 0);
+        for (r = r0; r < r0 + nb; r++) {
+            float *hr = h_next + (size_t)r * O;
+            int b;
+            if (p->has_proj_clip)
+                for (j = j0; j < j1; j++) hr[j] = clampf(hr[j], p->proj_clip);
+            if (s->y) {
+                const ptrdiff_t row = data_row(s, r, step, &b);
+                memcpy(s->y + row * s->y_ld + j0, hr + j0, (size_t)(j1 - j0) * sizeof(float));
+            }
+        }
+    }
+}
+
+/* The whole time loop, run by each of nth threads (nth == 1: plain serial code, no OpenMP
+ * call at all, which is what a forked child needs). Returns which state buffer is current. */
+static float *time_loop(const step_ctx *cx, int tid, int nth)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, O = p->output_size, T = s->steps;
+    const long blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const long out_blocks = (O + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    float *h_prev = s->hs, *h_next = s->hs2;
+    int active = s->batch, step;
+    for (step = 0; step < T; step++) {
+        long a, b, groups;
+        if (s->lengths)
+            while (active > 0 && s->lengths[s->order[active - 1]] <= step) active--;
+        if (active == 0) break;
+        groups = (active + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+        /* a batch of one goes two blocks per task (gate_tasks' paired mode) */
+        my_range(active == 1 ? (blocks + 1) / 2 : blocks * groups, tid, nth, &a, &b);
+        gate_tasks(cx, step, active, h_prev, h_next, a, b);
+        if (p->w_hr) {
+#ifdef _OPENMP
+            if (nth > 1) {
+#pragma omp barrier
+            }
+#endif
+            my_range(out_blocks * groups, tid, nth, &a, &b);
+            projection_tasks(cx, step, active, h_next, a, b);
+        }
+#ifdef _OPENMP
+        if (nth > 1) {
+#pragma omp barrier
+        }
+#endif
+        /* Rows that finished keep their final state in h_prev: carry them over. Next step
+         * touches only rows below the (shrinking) active count, so no barrier is needed. */
+        if (s->lengths && active < s->batch && tid == 0)
+            memcpy(h_next + (size_t)active * O, h_prev + (size_t)active * O,
+                   (size_t)(s->batch - active) * O * sizeof(float));
+        {
+            float *tmp = h_prev;
+            h_prev = h_next;
+            h_next = tmp;
+        }
+    }
+    return h_prev;
+}
+
+/* Gx = X . W_ih^T by the tile kernel: task = (hidden block, group of 3 rows). Used for
+ * streaming steps, where a row must not round differently with the batch it shares. */
+static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
+{
+    const fl_simd_table *simd = fl_simd();
+    const int H = p->hidden_size, G = 4 * H, I = p->input_size;
+    const long rows = (long)s->batch * s->steps;
+    const long groups = (rows + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+    const long blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const size_t block_floats = (size_t)I * 4 * FL_TILE_UNITS;
+    long task, a, b;
+    if (rows == 1) {
+        /* one row: two blocks per task, as in gate_tasks */
+        my_range((blocks + 1) / 2, tid, nth, &a, &b);
+        for (task = a; task < b; task++) {
+            const int q = (int)task * 2, j0 = q * FL_TILE_UNITS;
+            const int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
+            if (j1 < H) {
+                const int j2 = j1 + FL_TILE_UNITS < H ? j1 + FL_TILE_UNITS : H;
+                simd->pair(p->w_ih_packed + q * block_floats, p->w_ih_packed + (q + 1) * block_floats,
+                           I, s->x, s->gx + j0, s->gx + j1, H, j1 - j0, j2 - j1);
+            } else {
+                simd->tile(4, p->w_ih_packed + q * block_floats, I, s->x, I, 1, s->gx + j0, G, H,
+                           j1 - j0, 0);
+            }
+        }
+        return;
+    }
+    my_range(blocks * groups, tid, nth, &a, &b);
+    for (task = a; task < b; task++) {
+        const int q = (int)(task / groups);
+        const long r0 = (task % groups) * FL_TILE_ROWS;
+        const int nb = rows - r0 < FL_TILE_ROWS ? (int)(rows - r0) : FL_TILE_ROWS;
+        const int j0 = q * FL_TILE_UNITS;
+        const int width = j0 + FL_TILE_UNITS < H ? FL_TILE_UNITS : H - j0;
+        simd->tile(4, p->w_ih_packed + q * block_floats, I,
+                   s->x + r0 * s->x_ld, s->x_ld, nb, s->gx + r0 * G + j0, G, H, width, 0);
     }
 }
 
 /* sgemm takes 32-bit sizes: the input projection is done in slices of at most this many rows. */
 #define FL_GEMM_MAX_ELEMS 1073741824L
 
+/* Gx = X . W_ih^T for this thread's share of the (b, t) rows: per layer and direction the
+ * input term of all time steps is one sgemm (column-major view: 4H x rows), split by rows
+ * over the threads. The Cython caller keeps SciPy's OpenBLAS single-threaded meanwhile, so
+ * every thread's call runs where it is made. */
+static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
+{
+    int G = 4 * p->hidden_size, I = p->input_size, xld = s->x_ld;
+    float one = 1.0f, zero = 0.0f;
+    char tr = 'T', nt = 'N';
+    const long widest = I > G ? I : G;
+    long chunk = FL_GEMM_MAX_ELEMS / widest, r0, a, b;
+    if (s->input_by_tiles) {
+        input_tiles(p, s, tid, nth);
+        return;
+    }
+    my_range((long)s->batch * s->steps, tid, nth, &a, &b);
+    if (chunk < 1) chunk = 1;
+    for (r0 = a; r0 < b; r0 += chunk) {
+        int n = (int)(b - r0 < chunk ? b - r0 : chunk);
+        sgemm(&tr, &nt, &G, &n, &I, &one, (float *)p->w_ih, &I, (float *)s->x + r0 * xld, &xld,
+              &zero, s->gx + r0 * G, &G);
+    }
+}
+
+/* Input projection, then the time loop, on each of nth threads. */
+static float *run_thread(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
+{
+    input_projection(cx->p, cx->s, sgemm, tid, nth);
+#ifdef _OPENMP
+    if (nth > 1) {
+#pragma omp barrier
+    }
+#endif
+    return time_loop(cx, tid, nth);
+}
+
 void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
 {
     const int H = p->hidden_size, O = p->output_size, B = s->batch, T = s->steps;
-    int G = 4 * H, I = p->input_size;
-    float one = 1.0f, zero = 0.0f;
-    char tr = 'T', nt = 'N';
-    int r, step, active;
+    const long G = 4L * H;
+    int r, threads = s->num_threads;
+    float *h_final = s->hs;
+    step_ctx cx;
 
     if (B == 0) return;
-
-    /* Gx = X . W_ih^T for every (b, t) row at once: one sgemm (column-major view: 4H x rows). */
-    if (T > 0) {
-        const long rows = (long)B * T;
-        long widest = I > G ? I : G;
-        long chunk = FL_GEMM_MAX_ELEMS / widest;
-        long r0;
-        int xld = s->x_ld;
-        if (chunk < 1) chunk = 1;
-        for (r0 = 0; r0 < rows; r0 += chunk) {
-            int n = (int)(rows - r0 < chunk ? rows - r0 : chunk);
-            sgemm(&tr, &nt, &G, &n, &I, &one, (float *)p->w_ih, &I, (float *)s->x + r0 * xld, &xld,
-                  &zero, s->gx + r0 * G, &G);
-        }
-    }
 
     /* Gather the initial state into working order. */
     for (r = 0; r < B; r++) {
@@ -245,29 +452,29 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
         else memset(s->cs + (size_t)r * H, 0, (size_t)H * sizeof(float));
     }
 
-    active = B;
-    for (step = 0; step < T; step++) {
-        if (s->lengths) {
-            while (active > 0 && s->lengths[s->order[active - 1]] <= step) active--;
-        }
-        if (active == 0) break;
-        /* pre = Hs . W_hh^T for the live rows */
-        int oo = O;
-        sgemm(&tr, &nt, &G, &active, &oo, &one, (float *)p->w_hh, &oo, s->hs, &oo, &zero, s->pre, &G);
-        cell_step(p, s, step, active);
-        if (p->w_hr) {
-            /* h' = W_hr . h */
-            int hh = H;
-            sgemm(&tr, &nt, &oo, &active, &hh, &one, (float *)p->w_hr, &hh, s->hfull, &hh, &zero,
-                  s->hs, &oo);
-        }
-        write_outputs(p, s, step, active);
+    cx.p = p;
+    cx.s = s;
+    cx.simd = fl_simd();
+    if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;
+    if (T > 0) {
+#ifdef _OPENMP
+        if (threads > 1) {
+            fl_parallel_used = 1;
+#pragma omp parallel num_threads(threads)
+            {
+                float *last = run_thread(&cx, sgemm, omp_get_thread_num(), omp_get_num_threads());
+#pragma omp master
+                h_final = last;
+            }
+        } else
+#endif
+            h_final = run_thread(&cx, sgemm, 0, 1);
     }
 
-    /* Scatter the final state back to batch order (rows that finished early kept theirs). */
+    /* Scatter the final state back to batch order. */
     for (r = 0; r < B; r++) {
         const int b = s->order ? s->order[r] : r;
-        if (s->hn) memcpy(s->hn + (size_t)b * O, s->hs + (size_t)r * O, (size_t)O * sizeof(float));
+        if (s->hn) memcpy(s->hn + (size_t)b * O, h_final + (size_t)r * O, (size_t)O * sizeof(float));
         if (s->cn) memcpy(s->cn + (size_t)b * H, s->cs + (size_t)r * H, (size_t)H * sizeof(float));
     }
 }
@@ -291,6 +498,8 @@ int fl_openmp_version(void)
 }
 
 int fl_openmp_used_in_parallel(void) { return fl_parallel_used; }
+
+int fl_simd_avx2_in_use(void) { return fl_simd()->avx2; }
 
 int fl_cpu_has_avx2_fma(void)
 {

@@ -43,9 +43,12 @@ typedef void (*fl_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
 typedef struct {
     int input_size, hidden_size, output_size;
     const float *w_ih;      /* (4H, I) */
+    const float *w_ih_packed; /* w_ih packed by fl_pack(w_ih, 4, H, I) */
     const float *w_hh;      /* (4H, O) */
+    const float *w_hh_packed; /* w_hh packed by fl_pack(w_hh, 4, H, O) */
     const float *bias;      /* (4H): b_ih + b_hh, forget_bias added to the f block */
     const float *w_hr;      /* (O, H) or NULL */
+    const float *w_hr_packed; /* w_hr packed by fl_pack(w_hr, 1, O, H) */
     const float *peephole;  /* (3, H) or NULL */
     int input_forget;       /* f = 1 - i */
     int has_gate_clip, has_cell_clip, has_proj_clip;
@@ -74,13 +77,19 @@ typedef struct {
     float *hn, *cn;               /* (B, O), (B, H) final states; may alias h0/c0; NULL: not written */
     float *gx;                    /* workspace (rows, 4H) */
     float *pre;                   /* workspace (B, 4H) */
-    float *hs;                    /* workspace (B, O), working order */
+    float *hs, *hs2;              /* workspace (B, O) twice, working order (h ping-pongs) */
     float *cs;                    /* workspace (B, H), working order */
     float *hfull;                 /* workspace (B, H) when there is a projection, else NULL */
     int num_threads;
+    int input_by_tiles;           /* input projection by the tile kernel instead of sgemm: each
+                                     row's result then depends on that row alone (streaming) */
 } fl_seq;
 
 void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm);
+
+/* Recurrent weights are packed once, at load, into the tiles the step kernel streams. */
+size_t fl_packed_size(int groups, int units, int K);
+void fl_pack(const float *w, int groups, int units, int K, float *out);
 
 /* Apply an activation in place to n floats. */
 void fl_activate(fl_activation act, float *v, int n);
@@ -90,5 +99,6 @@ int fl_openmp_enabled(void);
 int fl_openmp_version(void);
 int fl_openmp_used_in_parallel(void);
 int fl_cpu_has_avx2_fma(void);
+int fl_simd_avx2_in_use(void);
 
 #endif

@@ -22,9 +22,12 @@ cdef extern from "fastlstm.h" nogil:
     ctypedef struct fl_cell:
         int input_size, hidden_size, output_size
         const float *w_ih
+        const float *w_ih_packed
         const float *w_hh
+        const float *w_hh_packed
         const float *bias
         const float *w_hr
+        const float *w_hr_packed
         const float *peephole
         int input_forget
         int has_gate_clip, has_cell_clip, has_proj_clip
@@ -48,15 +51,21 @@ cdef extern from "fastlstm.h" nogil:
         float *gx
         float *pre
         float *hs
+        float *hs2
         float *cs
         float *hfull
         int num_threads
+        int input_by_tiles
 
     void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm)
+    size_t fl_packed_size(int groups, int units, int K)
+    void fl_pack(const float *w, int groups, int units, int K, float *out)
+    void fl_activate(fl_activation act, float *v, int n)
     int fl_openmp_enabled()
     int fl_openmp_version()
     int fl_openmp_used_in_parallel()
     int fl_cpu_has_avx2_fma()
+    int fl_simd_avx2_in_use()
 
     enum:
         FL_ACT_TANH, FL_ACT_SIGMOID, FL_ACT_RELU, FL_ACT_HARD_SIGMOID, FL_ACT_AFFINE,
@@ -79,6 +88,43 @@ ACTIVATION_CODES = {
 }
 
 
+# SciPy's OpenBLAS thread control (set by fastlstm.runtime): fastlstm calls sgemm from its own
+# threads, each on its own rows, so OpenBLAS must not start threads of its own meanwhile.
+ctypedef void (*blas_set_threads_fn)(int) noexcept nogil
+ctypedef int (*blas_get_threads_fn)() noexcept nogil
+cdef blas_set_threads_fn _blas_set_threads = NULL
+cdef blas_get_threads_fn _blas_get_threads = NULL
+cdef int _blas_users = 0
+cdef int _blas_saved = 1
+
+
+def set_blas_thread_control(size_t setter, size_t getter):
+    global _blas_set_threads, _blas_get_threads
+    _blas_set_threads = <blas_set_threads_fn>setter
+    _blas_get_threads = <blas_get_threads_fn>getter
+
+
+cdef void _blas_enter():
+    # Called with the GIL held, so the count needs no other lock.
+    global _blas_users, _blas_saved
+    if _blas_set_threads == NULL:
+        return
+    if _blas_users == 0:
+        _blas_saved = _blas_get_threads()
+        if _blas_saved != 1:
+            _blas_set_threads(1)
+    _blas_users += 1
+
+
+cdef void _blas_leave():
+    global _blas_users
+    if _blas_set_threads == NULL:
+        return
+    _blas_users -= 1
+    if _blas_users == 0 and _blas_saved != 1:
+        _blas_set_threads(_blas_saved)
+
+
 cdef void _sgemm(char *ta, char *tb, int *m, int *n, int *k, float *alpha, float *a, int *lda,
                  float *b, int *ldb, float *beta, float *c, int *ldc) noexcept nogil:
     blas_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -97,10 +143,24 @@ cdef const float *_ptr(const float[::1] a):
     return &a[0] if a is not None and a.shape[0] > 0 else NULL
 
 
+cdef object _packed(object w, int groups, int units, int K):
+    cdef const float[::1] src = w.reshape(-1)
+    out = np.empty(fl_packed_size(groups, units, K), np.float32)
+    cdef float[::1] dst = out
+    fl_pack(&src[0], groups, units, K, &dst[0])
+    return out
+
+
+def apply_activation(tuple spec, float[::1] values):
+    """Apply a normalised activation spec in place with the kernel's own code (for tests)."""
+    if values.shape[0]:
+        fl_activate(_activation(spec), &values[0], <int>values.shape[0])
+
+
 cdef class CellKernel:
     """One direction of one layer: packed float32 weights and the C cell description."""
     cdef fl_cell cell
-    cdef readonly object w_ih, w_hh, bias, w_hr, peephole
+    cdef readonly object w_ih, w_hh, bias, w_hr, peephole, w_ih_packed, w_hh_packed, w_hr_packed
     cdef readonly int input_size, hidden_size, output_size
 
     def __init__(self, w_ih, w_hh, bias, w_hr, peephole, *, gate_act, cell_act, out_act,
@@ -127,6 +187,12 @@ cdef class CellKernel:
         self.cell.w_hh = _ptr(self.w_hh.reshape(-1))
         self.cell.bias = _ptr(self.bias)
         self.cell.w_hr = NULL if self.w_hr is None else _ptr(self.w_hr.reshape(-1))
+        self.w_ih_packed = _packed(self.w_ih, 4, H, I)
+        self.cell.w_ih_packed = _ptr(self.w_ih_packed)
+        self.w_hh_packed = _packed(self.w_hh, 4, H, O)
+        self.cell.w_hh_packed = _ptr(self.w_hh_packed)
+        self.w_hr_packed = None if self.w_hr is None else _packed(self.w_hr, 1, O, H)
+        self.cell.w_hr_packed = NULL if self.w_hr is None else _ptr(self.w_hr_packed)
         self.cell.peephole = NULL if self.peephole is None else _ptr(self.peephole.reshape(-1))
         self.cell.input_forget = input_forget
         self.cell.has_gate_clip = gate_clip is not None
@@ -138,7 +204,8 @@ cdef class CellKernel:
         self.cell.gate_act = _activation(gate_act)
         self.cell.cell_act = _activation(cell_act)
         self.cell.out_act = _activation(out_act)
-        for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole):
+        for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole, self.w_ih_packed,
+                  self.w_hh_packed, self.w_hr_packed):
             if a is not None:
                 a.flags.writeable = False
 
@@ -148,7 +215,7 @@ cdef class Workspace:
 
     A stream keeps one so that a step allocates nothing but its output.
     """
-    cdef readonly object gx, pre, hs, cs, hfull, buf_a, buf_b
+    cdef readonly object gx, pre, hs, hs2, cs, hfull, buf_a, buf_b
     cdef readonly Py_ssize_t rows, batch
 
     def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch):
@@ -163,6 +230,7 @@ cdef class Workspace:
         self.gx = np.empty(max(rows * G, 1), np.float32)
         self.pre = np.empty(max(batch * G, 1), np.float32)
         self.hs = np.empty(max(batch * O, 1), np.float32)
+        self.hs2 = np.empty(max(batch * O, 1), np.float32)
         self.cs = np.empty(max(batch * H, 1), np.float32)
         self.hfull = np.empty(max(batch * H, 1), np.float32)
         # Layer outputs alternate between two buffers; the last layer writes to the caller's y.
@@ -173,7 +241,7 @@ cdef class Workspace:
 
 def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, list c0,
               list hn, list cn, const int[::1] lengths, const int[::1] order,
-              float[:, :, ::1] y, Workspace ws, int num_threads):
+              float[:, :, ::1] y, Workspace ws, int num_threads, bint stepwise=False):
     """Run every layer and direction of a stack over x.
 
     layers: per layer, a list of CellKernel (1 or 2 directions).
@@ -181,19 +249,13 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     h0, c0: per (layer, direction), (B, O) / (B, H) float32 C-contiguous arrays or None (zeros).
     hn, cn: per (layer, direction), output arrays (may be the same objects as h0, c0).
     lengths, order: (B,) int32 or None.  y: the last layer's output, laid out like x, or None.
+    stepwise: input projection by the tile kernel, so that each row's result is independent of
+    the rest of the batch (streams and pools).
     """
-    cdef Py_ssize_t L = len(layers), B, T, l, d, D, k
-    cdef CellKernel kern
+    cdef Py_ssize_t B, T
     cdef fl_seq seq
     cdef const float *xin
-    cdef int x_ld
-    cdef float *yout
-    cdef int y_ld
-    cdef float[::1] a_view, b_view, gx_v, pre_v, hs_v, cs_v, hf_v
-    cdef float[:, ::1] st
-    cdef const float[:, ::1] cst
-    cdef fl_cell cells[2]
-    cdef fl_seq seqs[2]
+    cdef float[::1] a_view, b_view, gx_v, pre_v, hs_v, hs2_v, cs_v, hf_v
 
     if batch_first:
         B, T = x.shape[0], x.shape[1]
@@ -202,7 +264,7 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     if ws.rows < B * T or ws.batch < B:
         raise ValueError("workspace too small")
 
-    gx_v, pre_v, hs_v, cs_v, hf_v = ws.gx, ws.pre, ws.hs, ws.cs, ws.hfull
+    gx_v, pre_v, hs_v, hs2_v, cs_v, hf_v = ws.gx, ws.pre, ws.hs, ws.hs2, ws.cs, ws.hfull
     a_view, b_view = ws.buf_a, ws.buf_b
 
     memset(&seq, 0, sizeof(fl_seq))
@@ -215,12 +277,30 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     seq.gx = &gx_v[0]
     seq.pre = &pre_v[0]
     seq.hs = &hs_v[0]
+    seq.hs2 = &hs2_v[0]
     seq.cs = &cs_v[0]
     seq.num_threads = num_threads
+    seq.input_by_tiles = stepwise
 
     xin = &x[0, 0, 0] if x.shape[0] * x.shape[1] * x.shape[2] > 0 else NULL
-    x_ld = <int>x.shape[2]
-    k = 0
+    _blas_enter()
+    try:
+        _run_layers(layers, seq, xin, <int>x.shape[2], y, a_view, b_view, hf_v, h0, c0, hn, cn)
+    finally:
+        _blas_leave()
+
+
+cdef _run_layers(list layers, fl_seq seq, const float *xin, int x_ld, float[:, :, ::1] y,
+                 float[::1] a_view, float[::1] b_view, float[::1] hf_v, list h0, list c0,
+                 list hn, list cn):
+    cdef Py_ssize_t L = len(layers), l, d, D, k = 0
+    cdef CellKernel kern
+    cdef float *yout
+    cdef int y_ld
+    cdef float[:, ::1] st
+    cdef const float[:, ::1] cst
+    cdef fl_cell cells[2]
+    cdef fl_seq seqs[2]
     for l in range(L):
         directions = layers[l]
         D = len(directions)
@@ -269,4 +349,5 @@ def runtime_facts():
         "openmp_version": fl_openmp_version(),
         "openmp_used_in_parallel": bool(fl_openmp_used_in_parallel()),
         "avx2_fma": bool(fl_cpu_has_avx2_fma()),
+        "avx2_kernels": bool(fl_simd_avx2_in_use()),
     }

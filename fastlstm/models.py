@@ -116,8 +116,10 @@ class _Stack:
         return out
 
     # running --------------------------------------------------------------------------
-    def _run(self, x, h0, c0, lengths, return_sequences, workspace=None, hn=None, cn=None):
-        """x: float32 (B, T, I) or (T, B, I) per batch_first, validated."""
+    def _run(self, x, h0, c0, lengths, return_sequences, workspace=None, hn=None, cn=None,
+             stepwise=False):
+        """x: float32 (B, T, I) or (T, B, I) per batch_first, validated. ``stepwise`` makes
+        each row's result independent of the batch it shares (streams, pools)."""
         bf = self._batch_first
         B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
         order = None
@@ -133,10 +135,12 @@ class _Stack:
             hn, cn = self._zero_lists(B)
         ws = workspace if workspace is not None else _core.Workspace(self._kernels, B * T, B)
         _core.run_stack(self._kernels, x, bf, h0, c0, hn, cn, lengths, order, y, ws,
-                        runtime.get_num_threads())
+                        runtime.get_num_threads(), stepwise)
         if not return_sequences:
             y = np.concatenate(hn[-D:], axis=1)
-            if lengths is not None:
+            if T == 0:
+                y[:] = 0
+            elif lengths is not None:
                 y[lengths == 0] = 0
         return y, hn, cn
 
@@ -236,7 +240,8 @@ class LSTMCell(_Stack):
             check_shape(h, "state h", (B, self.output_size), "(batch, output_size)")
             check_shape(c, "state c", (B, self.hidden_size), "(batch, hidden_size)")
             h0, c0 = [h], [c]
-        y, hn, cn = self._run(x[:, None, :], h0, c0, None, return_sequences=False)
+        y, hn, cn = self._run(x[:, None, :], h0, c0, None, return_sequences=False,
+                              stepwise=True)
         return y, (hn[0], cn[0])
 
     def __repr__(self):

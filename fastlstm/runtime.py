@@ -1,9 +1,10 @@
 """Threads and configuration of the native core.
 
-fastlstm runs its fused passes on its own OpenMP threads and its matrix products in the
-OpenBLAS that SciPy ships. ``set_num_threads(n)`` sets both, so the two never oversubscribe
-the cores. Importing fastlstm changes no thread setting of SciPy's OpenBLAS; only an explicit
-``set_num_threads`` does.
+fastlstm runs on its own OpenMP threads; each thread calls SciPy's OpenBLAS ``sgemm`` for its
+own rows of the input projection. While a fastlstm call runs, SciPy's OpenBLAS is set to one
+thread (and set back when the last concurrent fastlstm call returns), so OpenBLAS threads never
+spin against fastlstm's: ``set_num_threads(n)`` means n threads in all. NumPy's own OpenBLAS is
+never touched.
 
 Fork safety: GNU libgomp's thread pool does not survive ``fork()``. A child forked after the
 parent ran a parallel region runs fastlstm single-threaded (``get_num_threads() == 1``); a
@@ -58,14 +59,17 @@ def _find_openblas():
 _openblas = _find_openblas()
 
 
+if _openblas is not None:
+    _core.set_blas_thread_control(ctypes.cast(_openblas[1], ctypes.c_void_p).value,
+                                  ctypes.cast(_openblas[2], ctypes.c_void_p).value)
+
+
 def set_num_threads(n):
-    """Threads for fastlstm's kernels and for the OpenBLAS they call (1..256)."""
+    """Threads for fastlstm's kernels (1..256)."""
     global _num_threads
     n = check_int(n, "num_threads", minimum=1, maximum=MAX_THREADS)
     with _lock:
         _num_threads = 1 if _forked_after_parallel else n
-        if _openblas is not None:
-            _openblas[1](ctypes.c_int(_num_threads))
 
 
 def get_num_threads():
@@ -99,7 +103,9 @@ def config():
         "threads": _num_threads,
         "forked_child_single_thread": _forked_after_parallel,
         "blas": blas,
-        "simd": "avx2+fma available" if facts["avx2_fma"] else "portable (no AVX2/FMA)",
+        "simd": ("AVX2+FMA kernels" if facts["avx2_kernels"] else
+                 "portable C kernels" + (" (AVX2+FMA available, FASTLSTM_SIMD=portable set)"
+                                         if facts["avx2_fma"] else " (no AVX2/FMA on this CPU)")),
     }
 
 
@@ -109,12 +115,12 @@ def show_config():
     omp = f"on (OpenMP {cfg['openmp_version']})" if cfg["openmp"] else "off (serial build)"
     print(f"fastlstm {cfg['version']}")
     print(f"  OpenMP:  {omp}")
-    print(f"  threads: {cfg['threads']} (fastlstm kernels; set_num_threads also sets BLAS)"
+    print(f"  threads: {cfg['threads']} (fastlstm's OpenMP threads; each calls a single-threaded BLAS)"
           + ("; forked child, single-threaded" if cfg["forked_child_single_thread"] else ""))
     blas = cfg["blas"]
     if blas["library"]:
-        print(f"  BLAS:    {blas['config']} via scipy.linalg.cython_blas, "
-              f"{blas['threads']} threads ({blas['library']})")
+        print(f"  BLAS:    {blas['config']} via scipy.linalg.cython_blas; held at 1 thread "
+              f"during fastlstm calls, {blas['threads']} otherwise ({blas['library']})")
     else:
         print("  BLAS:    scipy.linalg.cython_blas (thread control not found)")
     print(f"  SIMD:    {cfg['simd']}")

@@ -79,7 +79,7 @@ class Stream:
         x3 = x_t.reshape((B, 1, -1) if model.batch_first else (1, B, -1))
         with self._lock:
             y, _, _ = model._run(x3, self._h, self._c, None, True, self._step_ws,
-                                 self._h, self._c)
+                                 self._h, self._c, stepwise=True)
         return y.reshape(B, -1)
 
     def feed(self, x_chunk, lengths=None):

@@ -1,0 +1,277 @@
+/* The SIMD kernels: the recurrent tile (a small GEMM with fixed shape) and sigmoid/tanh.
+ *
+ * Accuracy of the AVX2 sigmoid/tanh (tested in tests/test_activations.py against float64):
+ * exp is a degree-7 polynomial on [-ln2/2, ln2/2] after range reduction (relative error
+ * below 2 ulp); sigmoid = 1/(1+e^-x) then has absolute error < 1.5e-7; tanh uses an odd
+ * Taylor polynomial for |x| < 0.55 (relative error < 1e-8 there) and 1 - 2/(e^2|x| + 1)
+ * beyond (absolute error < 2.5e-7).
+ */
+#include "fl_simd.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- portable versions */
+
+static void tile_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
+                          float *out, int out_ld, int m_stride, int width, int accumulate)
+{
+    float acc[4][FL_TILE_ROWS][FL_TILE_UNITS];
+    int k, m, r, u;
+    memset(acc, 0, sizeof(acc));
+    if (accumulate)
+        for (r = 0; r < nb; r++)
+            for (m = 0; m < M; m++)
+                memcpy(acc[m][r], out + (size_t)r * out_ld + (size_t)m * m_stride,
+                       (size_t)width * sizeof(float));
+    for (k = 0; k < K; k++) {
+        const float *w = wp + (size_t)k * M * FL_TILE_UNITS;
+        for (r = 0; r < nb; r++) {
+            const float xv = x[(size_t)r * x_ld + k];
+            for (m = 0; m < M; m++)
+                for (u = 0; u < FL_TILE_UNITS; u++)
+                    acc[m][r][u] = fmaf(w[m * FL_TILE_UNITS + u], xv, acc[m][r][u]);
+        }
+    }
+    for (r = 0; r < nb; r++)
+        for (m = 0; m < M; m++)
+            memcpy(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[m][r],
+                   (size_t)width * sizeof(float));
+}
+
+static void pair_portable(const float *wp0, const float *wp1, int K, const float *x,
+                          float *out0, float *out1, int m_stride, int width0, int width1)
+{
+    tile_portable(4, wp0, K, x, 0, 1, out0, 0, m_stride, width0, 0);
+    tile_portable(4, wp1, K, x, 0, 1, out1, 0, m_stride, width1, 0);
+}
+
+static void sigmoid_portable(float *v, int n)
+{
+    int j;
+    for (j = 0; j < n; j++) {
+        if (v[j] >= 0.0f) {
+            v[j] = 1.0f / (1.0f + expf(-v[j]));
+        } else {
+            float e = expf(v[j]);
+            v[j] = e / (1.0f + e);
+        }
+    }
+}
+
+static void tanh_portable(float *v, int n)
+{
+    int j;
+    for (j = 0; j < n; j++) v[j] = tanhf(v[j]);
+}
+
+static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmoid_portable,
+                                              tanh_portable, 0};
+
+/* ---------------------------------------------------------------- AVX2 + FMA versions */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define FL_AVX2 __attribute__((target("avx2,fma")))
+
+/* Rows past nb read row 0 again and are not stored: one straight-line body with all
+ * accumulators in registers serves nb = 1..3. */
+FL_AVX2 static inline __m256 load_acc(const float *src, int width)
+{
+    float tmp[8] = {0};
+    if (width == 8) return _mm256_loadu_ps(src);
+    memcpy(tmp, src, (size_t)width * sizeof(float));
+    return _mm256_loadu_ps(tmp);
+}
+
+FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int x_ld, int nb,
+                              float *out, int out_ld, int m_stride, int width, int accumulate)
+{
+    const float *x0 = x, *x1 = nb > 1 ? x + x_ld : x, *x2 = nb > 2 ? x + 2 * (size_t)x_ld : x;
+    __m256 acc[4][FL_TILE_ROWS];
+    int k, m, r;
+    for (m = 0; m < 4; m++)
+        for (r = 0; r < FL_TILE_ROWS; r++)
+            acc[m][r] = accumulate && m < M && r < nb
+                ? load_acc(out + (size_t)r * out_ld + (size_t)m * m_stride, width)
+                : _mm256_setzero_ps();
+    if (M == 4) {
+        __m256 a00 = acc[0][0], a10 = acc[1][0], a20 = acc[2][0], a30 = acc[3][0];
+        __m256 a01 = acc[0][1], a11 = acc[1][1], a21 = acc[2][1], a31 = acc[3][1];
+        __m256 a02 = acc[0][2], a12 = acc[1][2], a22 = acc[2][2], a32 = acc[3][2];
+        for (k = 0; k < K; k++) {
+            const float *w = wp + (size_t)k * 32;
+            const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8),
+                         w2 = _mm256_loadu_ps(w + 16), w3 = _mm256_loadu_ps(w + 24);
+            const __m256 h0 = _mm256_broadcast_ss(x0 + k), h1 = _mm256_broadcast_ss(x1 + k),
+                         h2 = _mm256_broadcast_ss(x2 + k);
+            a00 = _mm256_fmadd_ps(w0, h0, a00);
+            a10 = _mm256_fmadd_ps(w1, h0, a10);
+            a20 = _mm256_fmadd_ps(w2, h0, a20);
+            a30 = _mm256_fmadd_ps(w3, h0, a30);
+            a01 = _mm256_fmadd_ps(w0, h1, a01);
+            a11 = _mm256_fmadd_ps(w1, h1, a11);
+            a21 = _mm256_fmadd_ps(w2, h1, a21);
+            a31 = _mm256_fmadd_ps(w3, h1, a31);
+            a02 = _mm256_fmadd_ps(w0, h2, a02);
+            a12 = _mm256_fmadd_ps(w1, h2, a12);
+            a22 = _mm256_fmadd_ps(w2, h2, a22);
+            a32 = _mm256_fmadd_ps(w3, h2, a32);
+        }
+        acc[0][0] = a00; acc[1][0] = a10; acc[2][0] = a20; acc[3][0] = a30;
+        acc[0][1] = a01; acc[1][1] = a11; acc[2][1] = a21; acc[3][1] = a31;
+        acc[0][2] = a02; acc[1][2] = a12; acc[2][2] = a22; acc[3][2] = a32;
+    } else {
+        __m256 a0 = acc[0][0], a1 = acc[0][1], a2 = acc[0][2];
+        for (k = 0; k < K; k++) {
+            const __m256 w0 = _mm256_loadu_ps(wp + (size_t)k * 8);
+            a0 = _mm256_fmadd_ps(w0, _mm256_broadcast_ss(x0 + k), a0);
+            a1 = _mm256_fmadd_ps(w0, _mm256_broadcast_ss(x1 + k), a1);
+            a2 = _mm256_fmadd_ps(w0, _mm256_broadcast_ss(x2 + k), a2);
+        }
+        acc[0][0] = a0; acc[0][1] = a1; acc[0][2] = a2;
+    }
+    for (r = 0; r < nb; r++) {
+        for (m = 0; m < M; m++) {
+            float *dst = out + (size_t)r * out_ld + (size_t)m * m_stride;
+            if (width == 8) {
+                _mm256_storeu_ps(dst, acc[m][r]);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, acc[m][r]);
+                memcpy(dst, tmp, (size_t)width * sizeof(float));
+            }
+        }
+    }
+}
+
+/* One row, two gate blocks at once: eight independent accumulator chains keep both FMA
+ * units busy where one block's four chains would wait on FMA latency. Every output is still
+ * one chain over k in order, so results equal tile_avx2's bit for bit. */
+FL_AVX2 static void pair_avx2(const float *wp0, const float *wp1, int K, const float *x,
+                              float *out0, float *out1, int m_stride, int width0, int width1)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    __m256 acc[8];
+    int k, m;
+    for (k = 0; k < K; k++) {
+        const float *v = wp0 + (size_t)k * 32, *w = wp1 + (size_t)k * 32;
+        const __m256 h = _mm256_broadcast_ss(x + k);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), h, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), h, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), h, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), h, a3);
+        b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), h, b0);
+        b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), h, b1);
+        b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16), h, b2);
+        b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 24), h, b3);
+    }
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+    acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
+    for (m = 0; m < 8; m++) {
+        float *dst = (m < 4 ? out0 : out1) + (size_t)(m & 3) * m_stride;
+        const int width = m < 4 ? width0 : width1;
+        float tmp[8];
+        _mm256_storeu_ps(tmp, acc[m]);
+        memcpy(dst, tmp, (size_t)width * sizeof(float));
+    }
+}
+
+/* e^x for x in [-87.3, 88.7] (callers clamp): x = n*ln2 + r, e^x = 2^n * p(r). */
+FL_AVX2 static inline __m256 exp_avx2(__m256 x)
+{
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2_hi = _mm256_set1_ps(0.693359375f), ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, ln2_hi, x);
+    r = _mm256_fnmadd_ps(n, ln2_lo, r);
+    /* Taylor coefficients 1/k!, k = 7..0, Horner */
+    __m256 p = _mm256_set1_ps(1.98412698e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.38888889e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.33333333e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.16666667e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66666667e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+FL_AVX2 static inline __m256 sigmoid8(__m256 x)
+{
+    /* 1/(1 + e^-x); e^-x is clamped so it neither overflows nor loses the tails */
+    __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), x),
+                                           _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 e = exp_avx2(t);
+    return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+FL_AVX2 static inline __m256 tanh8(__m256 x)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 ax = _mm256_andnot_ps(sign, x);
+    /* large |x|: 1 - 2/(e^{2|x|} + 1), sign restored; 2|x| clamped at 40 (tanh(20) == 1 in float) */
+    __m256 e = exp_avx2(_mm256_min_ps(_mm256_add_ps(ax, ax), _mm256_set1_ps(40.0f)));
+    __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
+                               _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
+    /* small |x|: x * P(x^2), the Taylor series of tanh to x^17 */
+    __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(-5.90027440945585e-4f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.45583438705132e-3f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-3.59212803657248e-3f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(8.86323552990220e-3f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.18694885361552e-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.39682539682540e-2f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.33333333333333e-1f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(3.33333333333333e-1f));
+    __m256 small = _mm256_fnmadd_ps(_mm256_mul_ps(p, x2), x, x);
+    __m256 use_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.55f), _CMP_LT_OQ);
+    __m256 y = _mm256_blendv_ps(big, small, use_small);
+    /* NaN in, NaN out (the comparisons above would otherwise pick a number) */
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    return _mm256_blendv_ps(y, x, nan);
+}
+
+#define FL_VEC_APPLY(name, fn8)                                          \
+    FL_AVX2 static void name(float *v, int n)                            \
+    {                                                                    \
+        int j = 0;                                                       \
+        for (; j + 8 <= n; j += 8) _mm256_storeu_ps(v + j, fn8(_mm256_loadu_ps(v + j))); \
+        if (j < n) {                                                     \
+            float tmp[8] = {0};                                          \
+            memcpy(tmp, v + j, (size_t)(n - j) * sizeof(float));         \
+            _mm256_storeu_ps(tmp, fn8(_mm256_loadu_ps(tmp)));            \
+            memcpy(v + j, tmp, (size_t)(n - j) * sizeof(float));         \
+        }                                                                \
+    }
+
+FL_AVX2 static inline __m256 sigmoid8_nan(__m256 x)
+{
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    return _mm256_blendv_ps(sigmoid8(x), x, nan);
+}
+
+FL_VEC_APPLY(sigmoid_avx2, sigmoid8_nan)
+FL_VEC_APPLY(tanh_avx2, tanh8)
+
+static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2, 1};
+#endif
+
+const fl_simd_table *fl_simd(void)
+{
+    static const fl_simd_table *chosen = NULL;
+    if (!chosen) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        const char *force = getenv("FASTLSTM_SIMD");
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+            !(force && strcmp(force, "portable") == 0))
+            chosen = &avx2_table;
+        else
+#endif
+            chosen = &portable_table;
+    }
+    return chosen;
+}

@@ -1,0 +1,36 @@
+/* Run-time selected SIMD kernels. The default build has no -march flags; the AVX2/FMA bodies
+ * are compiled with a target attribute and chosen once by CPU feature (fl_simd_init). */
+#ifndef FL_SIMD_H
+#define FL_SIMD_H
+
+/* Weights of one tile are packed [k][m][8]: for every input k, M groups of 8 output rows. */
+#define FL_TILE_UNITS 8
+#define FL_TILE_ROWS 3   /* batch rows per tile: 4 gates x 3 rows = 12 accumulators */
+
+/* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*8 + u] * x[r*x_ld + k]
+ * for m < M (1 or 4), r < nb (<= FL_TILE_ROWS), u < width (<= 8); with `accumulate` the sum
+ * continues from out's values. The sum runs over k in order with one accumulator per
+ * output, so a result never depends on nb, on how K is split into calls, or on the thread
+ * that computes it. */
+typedef void (*fl_tile_fn)(int M, const float *wp, int K, const float *x, int x_ld, int nb,
+                           float *out, int out_ld, int m_stride, int width, int accumulate);
+
+/* The 4-gate tile for one row and two blocks of units (wp0, wp1), same results as two
+ * tile calls with M = 4 and nb = 1. */
+typedef void (*fl_pair_fn)(const float *wp0, const float *wp1, int K, const float *x,
+                           float *out0, float *out1, int m_stride, int width0, int width1);
+
+/* Sigmoid and tanh over n floats in place. */
+typedef void (*fl_vec_fn)(float *v, int n);
+
+typedef struct {
+    fl_tile_fn tile;
+    fl_pair_fn pair;
+    fl_vec_fn sigmoid;
+    fl_vec_fn tanh;
+    int avx2;
+} fl_simd_table;
+
+const fl_simd_table *fl_simd(void);
+
+#endif

@@ -1,0 +1,74 @@
+"""The kernel's own pieces: SIMD activations against float64, and the portable (non-AVX2)
+code path against the reference in a fresh process."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fastlstm import _core, activations
+
+GRID = np.concatenate([
+    np.linspace(-20, 20, 200001),
+    np.linspace(-0.6, 0.6, 20001),          # around tanh's switch between its two formulas
+    [0.0, -0.0, 1e-30, -1e-30, 1e-8, 88.0, -88.0, 100.0, -100.0, 1e30, -1e30],
+]).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,bound", [("sigmoid", 1.5e-7), ("tanh", 2.5e-7)])
+def test_vectorized_activation_error_bound(name, bound):
+    """The stated bounds of csrc/fl_simd.c: absolute error against float64."""
+    spec = activations.resolve(name)
+    values = GRID.copy()
+    _core.apply_activation(spec, values)
+    exact = activations.apply(spec, GRID.astype(np.float64))
+    assert np.abs(values - exact).max() < bound
+    assert np.all(np.abs(values) <= 1.0)
+
+
+def test_activation_special_values():
+    for name in ("sigmoid", "tanh"):
+        v = np.array([np.nan, np.inf, -np.inf, 0.0], np.float32)
+        _core.apply_activation(activations.resolve(name), v)
+        assert np.isnan(v[0])
+        assert v[1] == 1.0 and abs(v[2] - (0.0 if name == "sigmoid" else -1.0)) < 1e-30
+        assert v[3] == (0.5 if name == "sigmoid" else 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(activations.TABLE))
+def test_every_activation_kernel_matches_the_table(name):
+    spec = activations.resolve(name)
+    x = np.linspace(-6, 6, 1001).astype(np.float32)
+    got = x.copy()
+    _core.apply_activation(spec, got)
+    np.testing.assert_allclose(got, activations.apply(spec, x.astype(np.float64)),
+                               rtol=1e-6, atol=3e-7)
+
+
+def test_portable_path_matches_reference():
+    """FASTLSTM_SIMD=portable forces the plain C kernels, as on a CPU without AVX2/FMA."""
+    code = textwrap.dedent("""
+        import numpy as np, fastlstm
+        from fastlstm import reference, show_config
+        assert "portable" in fastlstm.runtime.config()["simd"]
+        for kw in ({}, {"bidirectional": True, "num_layers": 2, "proj_size": 3, "peepholes": True}):
+            m = fastlstm.LSTM(7, 13, seed=1, **kw)
+            x = np.random.default_rng(0).standard_normal((5, 6, 7)).astype(np.float32)
+            lengths = np.array([6, 0, 3, 6, 1])
+            y, (h, c) = m(x, lengths=lengths)
+            yr, (hr, cr) = reference.run(m, x, lengths=lengths)
+            assert np.abs(y - yr).max() < 2e-6, np.abs(y - yr).max()
+            assert np.abs(c - cr).max() < 2e-6
+            s = m.stream(1) if not kw else None
+            if s is not None:
+                y1 = s.step(x[:1, 0])
+                assert np.abs(y1 - yr[:1, 0]).max() < 2e-6
+        print("portable ok")
+    """)
+    env = dict(os.environ, FASTLSTM_SIMD="portable")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "portable ok" in out.stdout

@@ -1,0 +1,237 @@
+"""The native path against the float64 reference, option by option and in combination."""
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import reference
+
+from conftest import assert_close, assert_states_close, random_input, random_state
+
+CELL_OPTIONS = [
+    {},
+    {"forget_bias": 1.0},
+    {"proj_size": 3},
+    {"proj_size": 2, "proj_clip": 0.05},
+    {"peepholes": True},
+    {"peepholes": True, "proj_size": 4},
+    {"cell_clip": 0.3},
+    {"gate_clip": 0.5},
+    {"input_forget": True},
+    {"input_forget": True, "peepholes": True},
+    {"activation": "relu"},
+    {"activation": "softsign", "recurrent_activation": "hard_sigmoid"},
+    {"activation": ("scaled_tanh", 1.5, 0.7), "recurrent_activation": ("hard_sigmoid", 0.2, 0.5)},
+    {"activation": "elu", "output_activation": "softplus"},
+    {"activation": ("leaky_relu", 0.1), "recurrent_activation": "sigmoid", "cell_clip": 2.0},
+    {"activation": ("thresholded_relu", 0.2)},
+    {"activation": "linear", "cell_clip": 1.0},
+    {"activation": ("affine", 0.5, 0.1), "gate_clip": 3.0},
+    {"peepholes": True, "cell_clip": 0.5, "gate_clip": 1.0, "proj_size": 5, "proj_clip": 0.2,
+     "forget_bias": 1.0},
+]
+
+STRUCTURES = [
+    {"num_layers": 1},
+    {"num_layers": 2},
+    {"num_layers": 1, "bidirectional": True},
+    {"num_layers": 3, "bidirectional": True},
+    {"num_layers": 2, "batch_first": False},
+    {"num_layers": 2, "bidirectional": True, "batch_first": False},
+]
+
+
+def check_against_reference(model, x, **kwargs):
+    got = model(x, **kwargs)
+    want = reference.run(model, x, **kwargs)
+    assert got[0].dtype == np.float32
+    assert got[0].shape == want[0].shape
+    assert_close(got[0], want[0])
+    assert_states_close(got[1], want[1])
+    return got
+
+
+@pytest.mark.parametrize("options", CELL_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_cell_options_match_reference(options):
+    model = fastlstm.LSTM(6, 9, seed=3, **options)
+    x = random_input(model, 5, 7, seed=1, scale=1.5)
+    check_against_reference(model, x)
+    lengths = np.array([7, 0, 3, 1, 7])
+    check_against_reference(model, x, lengths=lengths, initial_state=random_state(model, 5))
+
+
+@pytest.mark.parametrize("structure", STRUCTURES, ids=lambda s: str(s))
+@pytest.mark.parametrize("proj_size", [0, 4])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_structures_match_reference(structure, proj_size, with_lengths, return_sequences):
+    model = fastlstm.LSTM(5, 8, proj_size=proj_size, seed=7, **structure)
+    x = random_input(model, 4, 6, seed=2)
+    lengths = np.array([6, 2, 0, 5]) if with_lengths else None
+    for state in (None, random_state(model, 4)):
+        check_against_reference(model, x, lengths=lengths, initial_state=state,
+                                return_sequences=return_sequences)
+
+
+@pytest.mark.parametrize("batch,steps,inp,hidden", [
+    (1, 1, 1, 1), (1, 1, 3, 5), (3, 1, 4, 1), (1, 9, 2, 13), (2, 3, 17, 31), (7, 5, 33, 65),
+    (64, 4, 16, 130),
+])
+def test_edge_and_odd_shapes(batch, steps, inp, hidden):
+    for bidirectional in (False, True):
+        model = fastlstm.LSTM(inp, hidden, num_layers=2, bidirectional=bidirectional, seed=1)
+        x = random_input(model, batch, steps, seed=batch)
+        check_against_reference(model, x)
+        lengths = np.arange(batch) % (steps + 1)
+        check_against_reference(model, x, lengths=lengths)
+
+
+def test_realistic_shape_is_within_benchmark_accuracy():
+    """A batch-workload-like shape with PyTorch default init stays within 3e-7 of float64."""
+    model = fastlstm.LSTM(64, 256, seed=0)
+    x = random_input(model, 8, 30, seed=0)
+    y, _ = model(x)
+    y_ref, _ = reference.run(model, x)
+    assert np.abs(y - y_ref).max() < 3e-7
+
+
+def test_empty_batch_and_zero_steps():
+    model = fastlstm.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    y, (h, c) = model(np.zeros((0, 5, 3), np.float32))
+    assert y.shape == (0, 5, 8) and h.shape == (4, 0, 4) and c.shape == (4, 0, 4)
+    x = np.zeros((2, 0, 3), np.float32)
+    state = random_state(model, 2)
+    y, (h, c) = model(x, initial_state=state)
+    assert y.shape == (2, 0, 8)
+    np.testing.assert_array_equal(h, state[0])
+    np.testing.assert_array_equal(c, state[1])
+    y, _ = model(x, return_sequences=False)
+    np.testing.assert_array_equal(y, np.zeros((2, 8), np.float32))
+
+
+def test_lengths_semantics():
+    """Outputs past a length are exactly 0; zero-length sequences keep their initial state;
+    the final output of each direction is taken as Keras does."""
+    model = fastlstm.LSTM(3, 5, bidirectional=True, seed=4)
+    x = random_input(model, 3, 6, seed=3)
+    lengths = np.array([6, 2, 0])
+    state = random_state(model, 3)
+    y, (h, c) = model(x, lengths=lengths, initial_state=state)
+    assert np.all(y[1, 2:] == 0) and np.all(y[2] == 0)
+    np.testing.assert_array_equal(h[:, 2], state[0][:, 2])
+    np.testing.assert_array_equal(c[:, 2], state[1][:, 2])
+    # a length-2 sequence gives what the same two steps give alone
+    y2, (h2, c2) = model(x[1:2, :2], initial_state=(state[0][:, 1:2], state[1][:, 1:2]))
+    assert_close(y[1, :2], y2[0])
+    assert_close(h[:, 1], h2[:, 0])
+    last, _ = model(x, lengths=lengths, initial_state=state, return_sequences=False)
+    assert_close(last[0, :5], y[0, 5, :5])
+    assert_close(last[0, 5:], y[0, 0, 5:])
+    assert_close(last[1, :5], y[1, 1, :5])
+    assert np.all(last[2] == 0)
+
+
+def test_one_model_serves_changing_batch_sizes():
+    model = fastlstm.LSTM(4, 6, num_layers=2, seed=2)
+    for batch in (1, 3, 64, 3, 1):
+        x = random_input(model, batch, 5, seed=batch)
+        check_against_reference(model, x)
+        h, c = model.zero_state(batch)
+        assert h.shape == (2, batch, 6) and c.shape == (2, batch, 6)
+        assert h.dtype == np.float32 and not h.any()
+
+
+def test_zero_state_shapes_with_projection_and_directions():
+    model = fastlstm.LSTM(4, 6, num_layers=3, bidirectional=True, proj_size=2)
+    h, c = model.zero_state(5)
+    assert h.shape == (6, 5, 2) and c.shape == (6, 5, 6)
+
+
+def test_list_initial_state_and_input_dtypes():
+    model = fastlstm.LSTM(3, 4, seed=0)
+    x = random_input(model, 2, 3)
+    h0, c0 = random_state(model, 2)
+    base = model(x, initial_state=(h0, c0))
+    for other in (x.astype(np.float64), x.astype(np.float16).astype(np.float32), x.tolist()):
+        y, _ = model(other, initial_state=[h0, c0])
+        assert y.dtype == np.float32
+    y64, (h64, _) = model(x.astype(np.float64), initial_state=[h0.astype(np.float64), c0])
+    np.testing.assert_array_equal(y64, base[0])
+    np.testing.assert_array_equal(h64, base[1][0])
+
+
+def test_weights_follow_pytorch_names_and_are_read_only():
+    model = fastlstm.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, peepholes=True)
+    w = model.weights
+    expected = {}
+    for k in range(2):
+        for sfx in ("", "_reverse"):
+            inp = 3 if k == 0 else 4
+            expected.update({
+                f"weight_ih_l{k}{sfx}": (16, inp), f"weight_hh_l{k}{sfx}": (16, 2),
+                f"bias_ih_l{k}{sfx}": (16,), f"bias_hh_l{k}{sfx}": (16,),
+                f"weight_hr_l{k}{sfx}": (2, 4), f"peephole_l{k}{sfx}": (3, 4)})
+    assert {k: v.shape for k, v in w.items()} == expected
+    for arr in w.values():
+        assert arr.dtype == np.float32
+        with pytest.raises(ValueError):
+            arr[...] = 0
+    cell = fastlstm.LSTMCell(3, 4)
+    assert sorted(cell.weights) == ["bias_hh", "bias_ih", "weight_hh", "weight_ih"]
+
+
+def test_seeded_pytorch_style_init():
+    a = fastlstm.LSTM(5, 16, num_layers=2, seed=11).weights
+    b = fastlstm.LSTM(5, 16, num_layers=2, seed=11).weights
+    c = fastlstm.LSTM(5, 16, num_layers=2, seed=12).weights
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+        assert np.abs(a[name]).max() <= 1 / np.sqrt(16)
+    assert any(not np.array_equal(a[n], c[n]) for n in a)
+    spread = np.concatenate([v.ravel() for v in a.values()])
+    assert spread.std() == pytest.approx(1 / np.sqrt(16) / np.sqrt(3), rel=0.1)
+
+
+def test_cell_matches_reference_and_one_layer_lstm():
+    cell = fastlstm.LSTMCell(4, 6, proj_size=3, peepholes=True, forget_bias=1.0, seed=5)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    state = (rng.standard_normal((3, 3)).astype(np.float32),
+             rng.standard_normal((3, 6)).astype(np.float32))
+    y, (h, c) = cell(x, state)
+    y_ref, (h_ref, c_ref) = reference.run(cell, x, state)
+    assert_close(y, y_ref)
+    assert_close(h, h_ref)
+    assert_close(c, c_ref)
+    np.testing.assert_array_equal(y, h)
+    y0, (h0, c0) = cell(x)
+    z = cell.zero_state(3)
+    y1, _ = cell(x, z)
+    np.testing.assert_array_equal(y0, y1)
+
+
+def test_from_cells_keeps_weights_and_stacks():
+    c1 = fastlstm.LSTMCell(4, 6, seed=1, forget_bias=1.0)
+    c2 = fastlstm.LSTMCell(6, 3, seed=2, peepholes=True)
+    stack = fastlstm.LSTM.from_cells([c1, c2])
+    assert stack.num_layers == 2
+    np.testing.assert_array_equal(stack.weights["weight_ih_l1"], c2.weights["weight_ih"])
+    x = random_input(stack, 3, 5)
+    y, (h, c) = check_against_reference(stack, x, lengths=np.array([5, 1, 3]))
+    assert isinstance(h, tuple) and h[0].shape == (3, 6) and h[1].shape == (3, 3)
+    # stepping the cells by hand gives the same
+    s1, s2 = c1.zero_state(3), c2.zero_state(3)
+    for t in range(5):
+        o1, s1 = c1(x[:, t], s1)
+        o2, s2 = c2(o1, s2)
+    y_full, _ = stack(x)
+    assert_close(o2, y_full[:, 4])
+    bi = fastlstm.LSTM.from_cells([(c1, fastlstm.LSTMCell(4, 6, seed=9, forget_bias=1.0))],
+                                  bidirectional=True)
+    check_against_reference(bi, x)
+
+
+def test_models_are_immutable_after_construction():
+    model = fastlstm.LSTM(3, 4)
+    w = model.weights
+    w["weight_ih_l0"] = np.zeros((16, 3), np.float32)
+    assert model.weights["weight_ih_l0"].any()

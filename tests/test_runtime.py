@@ -1,0 +1,39 @@
+"""Threads: settings, validation, and bitwise-identical results for 1 and N threads."""
+import numpy as np
+import pytest
+
+import fastlstm
+
+from conftest import random_input
+
+
+@pytest.mark.parametrize("shape", [(1, 20, 16, 256), (33, 10, 24, 96), (64, 5, 8, 300)])
+def test_one_and_many_threads_are_bitwise_identical(shape):
+    batch, steps, inp, hidden = shape
+    model = fastlstm.LSTM(inp, hidden, num_layers=2, proj_size=hidden // 4, seed=0)
+    x = random_input(model, batch, steps)
+    lengths = np.random.default_rng(0).integers(0, steps + 1, batch)
+    results = []
+    for n in (1, 2, 4):
+        fastlstm.set_num_threads(n)
+        assert fastlstm.get_num_threads() == n
+        results.append(model(x, lengths=lengths))
+    for y, (h, c) in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(h, results[0][1][0])
+        np.testing.assert_array_equal(c, results[0][1][1])
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (100000, ValueError),
+                                     (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+def test_thread_count_validation(bad, exc):
+    with pytest.raises(exc, match="num_threads"):
+        fastlstm.set_num_threads(bad)
+
+
+def test_show_config_reports_the_runtime(capsys):
+    cfg = fastlstm.show_config()
+    out = capsys.readouterr().out
+    assert cfg["version"] == fastlstm.__version__ in out
+    assert "OpenMP" in out and "BLAS" in out and "SIMD" in out
+    assert cfg["threads"] == fastlstm.get_num_threads()

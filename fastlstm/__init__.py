@@ -8,9 +8,10 @@ handed that framework's object.
 __version__ = "0.1.0"
 
 from . import reference
+from .io import load
 from .models import LSTM, LSTMCell
 from .runtime import get_num_threads, set_num_threads, show_config
 from .streams import Stream
 
-__all__ = ["LSTM", "LSTMCell", "Stream", "get_num_threads", "set_num_threads", "show_config",
-           "reference", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "Stream", "load", "get_num_threads", "set_num_threads",
+           "show_config", "reference", "__version__"]

@@ -189,6 +189,30 @@ class LSTMCell(_Stack):
         opts = _cell_options(hidden_size, options)
         return cls._from_layer(make_layer(input_size, hidden_size, opts, [dict(weights)]))
 
+    @classmethod
+    def from_torch(cls, cell):
+        """A cell from a ``torch.nn.LSTMCell`` or its state dict (tensors or NumPy arrays)."""
+        from .loaders import torch as torch_loader
+
+        return cls._from_layer(torch_loader.cell_layer(cell))
+
+    @classmethod
+    def from_tf1(cls, variables, *, forget_bias=1.0, cell_clip=None, proj_clip=None,
+                 activation="tanh"):
+        """A cell from the variables of a ``tf.compat.v1`` ``BasicLSTMCell`` / ``LSTMCell``;
+        see ``fastlstm.loaders.tf1``."""
+        from .loaders import tf1
+
+        return cls._from_layer(tf1.cell_layer(variables, forget_bias=forget_bias,
+                                              cell_clip=cell_clip, proj_clip=proj_clip,
+                                              activation=activation))
+
+    def save(self, path):
+        """Write the cell to ``path`` (a documented .npz, see ``fastlstm.io``)."""
+        from . import io
+
+        io.save(self, path)
+
     @property
     def options(self):
         return self._layers[0].options
@@ -286,6 +310,49 @@ class LSTM(_Stack):
             layers.append(Layer(first.input_size, first.hidden_size, first.options,
                                 tuple(c._layers[0].directions[0] for c in group)))
         return cls._from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict, **config):
+        """A model from a ``torch.nn.LSTM`` or its state dict; see ``fastlstm.loaders.torch``.
+
+        A state dict (tensors or NumPy arrays) carries no ``batch_first``: pass it (default
+        False, as ``nn.LSTM``); layers, directions and ``proj_size`` come from the keys.
+        """
+        from .loaders import torch as torch_loader
+
+        layers, bidirectional, batch_first = torch_loader.lstm_layers(module_or_state_dict,
+                                                                      config)
+        return cls._from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
+
+    @classmethod
+    def from_keras(cls, layer_or_path, *, layer=None, activation=None,
+                   recurrent_activation=None):
+        """A model from a Keras 3 LSTM layer, model or saved ``.keras`` / ``.weights.h5`` file.
+
+        ``layer=`` names the layer when there are several; ``activation=`` /
+        ``recurrent_activation=`` complete a ``.weights.h5`` file, which has no config.
+        Keras repeats the last output at masked steps where ``lengths`` gives zeros:
+        ``fastlstm.loaders.keras.repeat_last_output`` converts. See ``fastlstm.loaders.keras``.
+        """
+        from .loaders import keras as keras_loader
+
+        layers, bidirectional = keras_loader.read(layer_or_path, layer=layer,
+                                                  activation=activation,
+                                                  recurrent_activation=recurrent_activation)
+        return cls._from_layers(layers, bidirectional=bidirectional, batch_first=True)
+
+    @classmethod
+    def from_onnx(cls, path_or_model, node=None):
+        """A model from an ONNX ``LSTM`` node; see ``fastlstm.loaders.onnx`` for the layouts."""
+        from .loaders import onnx as onnx_loader
+
+        return onnx_loader.load(cls, path_or_model, node=node)
+
+    def save(self, path):
+        """Write the model to ``path`` (a documented .npz, see ``fastlstm.io``)."""
+        from . import io
+
+        io.save(self, path)
 
     @property
     def num_layers(self):

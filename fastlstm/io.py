@@ -1,0 +1,174 @@
+"""Saving and loading models: ``model.save(path)`` and ``fastlstm.load(path)``.
+
+The file is a NumPy ``.npz`` (a zip of ``.npy`` arrays) that needs nothing but NumPy to read
+and is always opened with ``allow_pickle=False``, so loading never executes code:
+
+- ``__fastlstm__``: a 0-d unicode array holding a JSON object::
+
+      {"format": "fastlstm", "version": 1, "kind": "LSTM" | "LSTMCell",
+       "batch_first": bool, "bidirectional": bool,
+       "layers": [{"input_size": int, "hidden_size": int,
+                   "options": {"proj_size", "forget_bias", "activation",
+                               "recurrent_activation", "output_activation", "peepholes",
+                               "cell_clip", "gate_clip", "proj_clip", "input_forget"}}, ...],
+       "sha256": hex digest of the weights (float32 bytes, by sorted name)}
+
+  activations are ``[name, alpha, beta]`` lists as in ``fastlstm.activations``.
+- one float32 array per weight, under its name in ``model.weights`` (PyTorch's names and
+  layouts: ``weight_ih_l0``, ``bias_hh_l1_reverse``, ...; no ``_l{k}`` for an LSTMCell).
+
+``load`` checks everything (format, version, config, the exact set of arrays, their shapes,
+finiteness and the digest) before it builds the model; any problem is a ``ValueError`` that
+names the file and says what is wrong. The file is written to a temporary name and renamed
+over ``path``, so an interrupted save never leaves a half-written file under ``path``.
+"""
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import zipfile
+
+import numpy as np
+
+from ._spec import CellOptions, Layer, check_sizes, make_layer
+
+FORMAT = "fastlstm"
+VERSION = 1
+CONFIG_KEY = "__fastlstm__"
+
+
+def _digest(weights):
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        arr = np.ascontiguousarray(weights[name], dtype=np.float32)
+        h.update(name.encode() + b"\0" + str(arr.shape).encode() + b"\0" + arr.tobytes())
+    return h.hexdigest()
+
+
+def save(model, path):
+    """Write ``model`` (an LSTM or LSTMCell) to ``path`` exactly (no suffix is added)."""
+    from .models import LSTM, LSTMCell
+
+    if isinstance(model, LSTM):
+        kind, batch_first, bidirectional = "LSTM", model.batch_first, model.bidirectional
+    elif isinstance(model, LSTMCell):
+        kind, batch_first, bidirectional = "LSTMCell", True, False
+    else:
+        raise TypeError(f"model must be a fastlstm LSTM or LSTMCell, got {type(model).__name__}")
+    path = os.fspath(path)
+    weights = model.weights
+    config = {
+        "format": FORMAT, "version": VERSION, "kind": kind, "batch_first": batch_first,
+        "bidirectional": bidirectional,
+        "layers": [{"input_size": l.input_size, "hidden_size": l.hidden_size,
+                    "options": l.options.to_dict()} for l in model._layers],
+        "sha256": _digest(weights),
+    }
+    arrays = {CONFIG_KEY: np.array(json.dumps(config))}
+    arrays.update(weights)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastlstm-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class _Bad(Exception):
+    """What is wrong with a file; ``load`` turns it into a ValueError naming the file."""
+
+
+def _config(files):
+    if CONFIG_KEY not in files:
+        raise _Bad(f"it is an .npz file but not a fastlstm model (no {CONFIG_KEY!r} entry)")
+    raw = files[CONFIG_KEY]
+    if raw.dtype.kind != "U" or raw.shape != ():
+        raise _Bad(f"{CONFIG_KEY!r} must be a JSON string, got a {raw.dtype} array {raw.shape}")
+    try:
+        config = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise _Bad(f"its config is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise _Bad("its config does not say format 'fastlstm'")
+    if config.get("version") != VERSION:
+        raise _Bad(f"it has format version {config.get('version')!r}; this fastlstm reads "
+                   f"version {VERSION}")
+    expected = {"format": str, "version": int, "kind": str, "batch_first": bool,
+                "bidirectional": bool, "layers": list, "sha256": str}
+    for key, typ in expected.items():
+        if not isinstance(config.get(key), typ):
+            raise _Bad(f"its config entry {key!r} must be a {typ.__name__}, got "
+                       f"{config.get(key)!r}")
+    if config["kind"] not in ("LSTM", "LSTMCell"):
+        raise _Bad(f"its config has kind {config['kind']!r}, expected 'LSTM' or 'LSTMCell'")
+    if not config["layers"] or (config["kind"] == "LSTMCell" and len(config["layers"]) != 1):
+        raise _Bad(f"its config lists {len(config['layers'])} layers")
+    return config
+
+
+def _layers(config, files):
+    D = 2 if config["bidirectional"] else 1
+    cell = config["kind"] == "LSTMCell"
+    if cell and D == 2:
+        raise _Bad("its config says a bidirectional LSTMCell")
+    layers, used = [], set()
+    for k, entry in enumerate(config["layers"]):
+        if not isinstance(entry, dict) or set(entry) != {"input_size", "hidden_size", "options"} \
+                or not isinstance(entry["options"], dict):
+            raise _Bad(f"its config entry for layer {k} is malformed: {entry!r}")
+        try:
+            input_size, hidden_size = check_sizes(entry["input_size"], entry["hidden_size"])
+            options = CellOptions.from_dict(entry["options"], hidden_size)
+        except (TypeError, ValueError) as exc:
+            raise _Bad(f"its config for layer {k} is invalid: {exc}") from None
+        shapes = Layer(input_size, hidden_size, options, ()).expected_shapes()
+        dirs = []
+        for d in range(D):
+            suffix = ("" if cell else f"_l{k}") + ("_reverse" if d else "")
+            missing = [n + suffix for n in shapes if n + suffix not in files]
+            if missing:
+                raise _Bad(f"it lacks the weights {missing}")
+            dirs.append({n: files[n + suffix] for n in shapes})
+            used.update(n + suffix for n in shapes)
+        try:
+            layers.append(make_layer(input_size, hidden_size, options, dirs,
+                                     where=f"layer {k}"))
+        except (TypeError, ValueError) as exc:
+            raise _Bad(str(exc)) from None
+    extra = sorted(set(files) - used - {CONFIG_KEY})
+    if extra:
+        raise _Bad(f"it holds arrays that are not weights of the model: {extra}")
+    return layers
+
+
+def load(path):
+    """Read a model written by ``save``: an LSTM or an LSTMCell, as it was saved."""
+    from .models import LSTM, LSTMCell
+
+    shown = os.fspath(path)
+    if not os.path.isfile(shown):
+        raise ValueError(f"fastlstm.load: {shown!r} does not exist or is not a file")
+    try:
+        if not zipfile.is_zipfile(shown):
+            raise _Bad("it is not a complete .npz (zip) file: truncated, or another kind of file")
+        with np.load(shown, allow_pickle=False) as npz:
+            files = {name: npz[name] for name in npz.files}
+        config = _config(files)
+        layers = _layers(config, files)
+        weights = {k: v for k, v in files.items() if k != CONFIG_KEY}
+        if _digest(weights) != config["sha256"]:
+            raise _Bad("its weights do not match the digest in its config (the file was "
+                       "altered after saving)")
+        if config["kind"] == "LSTMCell":
+            return LSTMCell._from_layer(layers[0])
+        return LSTM._from_layers(layers, bidirectional=config["bidirectional"],
+                                 batch_first=config["batch_first"])
+    except _Bad as exc:
+        raise ValueError(f"fastlstm.load: {shown!r}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, struct.error) as exc:
+        raise ValueError(f"fastlstm.load: {shown!r} is damaged or not a fastlstm model "
+                         f"({type(exc).__name__}: {exc})") from None

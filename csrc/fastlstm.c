@@ -223,7 +223,8 @@ static void gate_tasks(const step_ctx *cx, int step, int active, const float *h_
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, O = p->output_size, G = 4 * H;
-    const long groups = (active + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+    const int R = cx->simd->rows;
+    const long groups = (active + R - 1) / R;
     const size_t block_floats = (size_t)O * 4 * FL_TILE_UNITS;
     long task = t0;
 
@@ -258,16 +259,16 @@ static void gate_tasks(const step_ctx *cx, int step, int active, const float *h_
         for (k0 = 0; k0 < O; k0 += FL_K_CHUNK) {
             const int kc = O - k0 < FL_K_CHUNK ? O - k0 : FL_K_CHUNK;
             for (grp = g0; grp < g1; grp++) {
-                const int r0 = (int)grp * FL_TILE_ROWS;
-                const int nb = active - r0 < FL_TILE_ROWS ? active - r0 : FL_TILE_ROWS;
+                const int r0 = (int)grp * R;
+                const int nb = active - r0 < R ? active - r0 : R;
                 cx->simd->tile(4, wq + (size_t)k0 * 4 * FL_TILE_UNITS, kc,
                                h_prev + (size_t)r0 * O + k0, O, nb, s->pre + (size_t)r0 * G + j0,
                                G, H, j1 - j0, k0 > 0);
             }
         }
         for (grp = g0; grp < g1; grp++) {
-            const int r0 = (int)grp * FL_TILE_ROWS;
-            const int nb = active - r0 < FL_TILE_ROWS ? active - r0 : FL_TILE_ROWS;
+            const int r0 = (int)grp * R;
+            const int nb = active - r0 < R ? active - r0 : R;
             update_rows(cx, step, r0, nb, j0, j1, h_next);
         }
         task += g1 - g0;
@@ -280,13 +281,13 @@ static void projection_tasks(const step_ctx *cx, int step, int active, float *h_
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
-    const int H = p->hidden_size, O = p->output_size;
-    const int groups = (active + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+    const int H = p->hidden_size, O = p->output_size, R = cx->simd->rows;
+    const int groups = (active + R - 1) / R;
     long task;
     for (task = t0; task < t1; task++) {
         const int q = (int)(task / groups), grp = (int)(task % groups);
-        const int r0 = grp * FL_TILE_ROWS;
-        const int nb = active - r0 < FL_TILE_ROWS ? active - r0 : FL_TILE_ROWS;
+        const int r0 = grp * R;
+        const int nb = active - r0 < R ? active - r0 : R;
         const int j0 = q * FL_TILE_UNITS;
         const int j1 = j0 + FL_TILE_UNITS < O ? j0 + FL_TILE_UNITS : O;
         int r, j;
@@ -322,7 +323,7 @@ static float *time_loop(const step_ctx *cx, int tid, int nth)
         if (s->lengths)
             while (active > 0 && s->lengths[s->order[active - 1]] <= step) active--;
         if (active == 0) break;
-        groups = (active + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+        groups = (active + cx->simd->rows - 1) / cx->simd->rows;
         /* a batch of one goes two blocks per task (gate_tasks' paired mode) */
         my_range(active == 1 ? (blocks + 1) / 2 : blocks * groups, tid, nth, &a, &b);
         gate_tasks(cx, step, active, h_prev, h_next, a, b);
@@ -361,7 +362,8 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
     const fl_simd_table *simd = fl_simd();
     const int H = p->hidden_size, G = 4 * H, I = p->input_size;
     const long rows = (long)s->batch * s->steps;
-    const long groups = (rows + FL_TILE_ROWS - 1) / FL_TILE_ROWS;
+    const int R = simd->rows;
+    const long groups = (rows + R - 1) / R;
     const long blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
     const size_t block_floats = (size_t)I * 4 * FL_TILE_UNITS;
     long task, a, b;
@@ -385,8 +387,8 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
     my_range(blocks * groups, tid, nth, &a, &b);
     for (task = a; task < b; task++) {
         const int q = (int)(task / groups);
-        const long r0 = (task % groups) * FL_TILE_ROWS;
-        const int nb = rows - r0 < FL_TILE_ROWS ? (int)(rows - r0) : FL_TILE_ROWS;
+        const long r0 = (task % groups) * R;
+        const int nb = rows - r0 < R ? (int)(rows - r0) : R;
         const int j0 = q * FL_TILE_UNITS;
         const int width = j0 + FL_TILE_UNITS < H ? FL_TILE_UNITS : H - j0;
         simd->tile(4, p->w_ih_packed + q * block_floats, I,
@@ -499,7 +501,7 @@ int fl_openmp_version(void)
 
 int fl_openmp_used_in_parallel(void) { return fl_parallel_used; }
 
-int fl_simd_avx2_in_use(void) { return fl_simd()->avx2; }
+const char *fl_simd_name(void) { return fl_simd()->name; }
 
 int fl_cpu_has_avx2_fma(void)
 {

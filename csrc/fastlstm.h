@@ -99,6 +99,6 @@ int fl_openmp_enabled(void);
 int fl_openmp_version(void);
 int fl_openmp_used_in_parallel(void);
 int fl_cpu_has_avx2_fma(void);
-int fl_simd_avx2_in_use(void);
+const char *fl_simd_name(void);
 
 #endif

@@ -5,10 +5,11 @@
 
 /* Weights of one tile are packed [k][m][8]: for every input k, M groups of 8 output rows. */
 #define FL_TILE_UNITS 8
-#define FL_TILE_ROWS 3   /* batch rows per tile: 4 gates x 3 rows = 12 accumulators */
+#define FL_TILE_ROWS 3   /* batch rows per tile of the 256-bit kernels: 4 gates x 3 rows = 12
+                            accumulators; the 512-bit kernel takes 6 (its table's `rows`) */
 
 /* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*8 + u] * x[r*x_ld + k]
- * for m < M (1 or 4), r < nb (<= FL_TILE_ROWS), u < width (<= 8); with `accumulate` the sum
+ * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= 8); with `accumulate` the sum
  * continues from out's values. The sum runs over k in order with one accumulator per
  * output, so a result never depends on nb, on how K is split into calls, or on the thread
  * that computes it. */
@@ -28,7 +29,8 @@ typedef struct {
     fl_pair_fn pair;
     fl_vec_fn sigmoid;
     fl_vec_fn tanh;
-    int avx2;
+    int rows;            /* batch rows per tile call */
+    const char *name;    /* "portable", "avx2", "avx512" */
 } fl_simd_table;
 
 const fl_simd_table *fl_simd(void);

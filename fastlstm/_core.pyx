@@ -66,7 +66,7 @@ cdef extern from "fastlstm.h" nogil:
     int fl_openmp_version()
     int fl_openmp_used_in_parallel()
     int fl_cpu_has_avx2_fma()
-    int fl_simd_avx2_in_use()
+    const char *fl_simd_name()
 
     enum:
         FL_ACT_TANH, FL_ACT_SIGMOID, FL_ACT_RELU, FL_ACT_HARD_SIGMOID, FL_ACT_AFFINE,
@@ -388,5 +388,5 @@ def runtime_facts():
         "openmp_version": fl_openmp_version(),
         "openmp_used_in_parallel": bool(fl_openmp_used_in_parallel()),
         "avx2_fma": bool(fl_cpu_has_avx2_fma()),
-        "avx2_kernels": bool(fl_simd_avx2_in_use()),
+        "kernels": fl_simd_name().decode(),
     }

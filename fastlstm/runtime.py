@@ -103,9 +103,8 @@ def config():
         "threads": _num_threads,
         "forked_child_single_thread": _forked_after_parallel,
         "blas": blas,
-        "simd": ("AVX2+FMA kernels" if facts["avx2_kernels"] else
-                 "portable C kernels" + (" (AVX2+FMA available, FASTLSTM_SIMD=portable set)"
-                                         if facts["avx2_fma"] else " (no AVX2/FMA on this CPU)")),
+        "simd": facts["kernels"] + " kernels"
+                + ("" if facts["avx2_fma"] else " (no AVX2/FMA on this CPU)"),
     }
 
 

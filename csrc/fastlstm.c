@@ -80,6 +80,11 @@ static void cell_rows(const fl_cell *p, const float *gx, float *pre, float *c, f
     float *cc = c + j0, *hh = h + j0;
     int j;
 
+    if (p->standard && fl_simd()->standard_cell) {
+        fl_simd()->standard_cell(gx, p->bias, pre, c, h, H, j0, j1);
+        return;
+    }
+
     for (j = 0; j < n; j++) {
         pi[j] += xi[j] + bi[j];
         pf[j] += xf[j] + bf[j];

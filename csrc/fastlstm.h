@@ -56,6 +56,7 @@ typedef struct {
     fl_activation gate_act; /* recurrent_activation, for i, f, o */
     fl_activation cell_act; /* activation for the candidate g */
     fl_activation out_act;  /* activation applied to c' before h = o*act(c') */
+    int standard;           /* sigmoid/tanh/tanh, no peepholes, clips or coupled gates */
 } fl_cell;
 
 /* One run of one direction over a batch of sequences.

@@ -67,7 +67,7 @@ static void tanh_portable(float *v, int n)
 }
 
 static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmoid_portable,
-                                              tanh_portable, FL_TILE_ROWS, "portable"};
+                                              tanh_portable, NULL, FL_TILE_ROWS, "portable"};
 
 /* ---------------------------------------------------------------- AVX2 + FMA versions */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -82,6 +82,17 @@ FL_AVX2 static inline __m256 load_acc(const float *src, int width)
     if (width == 8) return _mm256_loadu_ps(src);
     memcpy(tmp, src, (size_t)width * sizeof(float));
     return _mm256_loadu_ps(tmp);
+}
+
+FL_AVX2 static inline void store_acc(float *dst, __m256 v, int width)
+{
+    float tmp[8];
+    if (width == 8) {
+        _mm256_storeu_ps(dst, v);
+        return;
+    }
+    _mm256_storeu_ps(tmp, v);
+    memcpy(dst, tmp, (size_t)width * sizeof(float));
 }
 
 FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int x_ld, int nb,
@@ -131,18 +142,9 @@ FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int
         }
         acc[0][0] = a0; acc[0][1] = a1; acc[0][2] = a2;
     }
-    for (r = 0; r < nb; r++) {
-        for (m = 0; m < M; m++) {
-            float *dst = out + (size_t)r * out_ld + (size_t)m * m_stride;
-            if (width == 8) {
-                _mm256_storeu_ps(dst, acc[m][r]);
-            } else {
-                float tmp[8];
-                _mm256_storeu_ps(tmp, acc[m][r]);
-                memcpy(dst, tmp, (size_t)width * sizeof(float));
-            }
-        }
-    }
+    for (r = 0; r < nb; r++)
+        for (m = 0; m < M; m++)
+            store_acc(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[m][r], width);
 }
 
 /* One row, two gate blocks at once: eight independent accumulator chains keep both FMA
@@ -182,6 +184,17 @@ FL_AVX2 static void pair_avx2(const float *wp0, const float *wp1, int K, const f
  * identical bits and the choice between them never shows in results. */
 #define FL_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
+FL_AVX512 static inline __m512 join256(__m256 a, __m256 b)
+{
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(a)),
+                                               _mm256_castps_pd(b), 1));
+}
+
+FL_AVX512 static inline __m256 upper256(__m512 v)
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
 FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,
                                   int nb, float *out, int out_ld, int m_stride, int width,
                                   int accumulate)
@@ -200,12 +213,10 @@ FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x,
         xr[r] = x + (size_t)(r < nb ? r : 0) * x_ld;
         lo[r] = hi[r] = _mm512_setzero_ps();
         if (accumulate && r < nb) {
-            float tmp[32] = {0};
-            for (g = 0; g < 4; g++)
-                memcpy(tmp + 8 * g, out + (size_t)r * out_ld + (size_t)g * m_stride,
-                       (size_t)width * sizeof(float));
-            lo[r] = _mm512_loadu_ps(tmp);
-            hi[r] = _mm512_loadu_ps(tmp + 16);
+            const float *src = out + (size_t)r * out_ld;
+            lo[r] = join256(load_acc(src, width), load_acc(src + m_stride, width));
+            hi[r] = join256(load_acc(src + 2 * (size_t)m_stride, width),
+                            load_acc(src + 3 * (size_t)m_stride, width));
         }
     }
     {
@@ -227,12 +238,10 @@ FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x,
         hi[0] = h0; hi[1] = h1; hi[2] = h2; hi[3] = h3; hi[4] = h4; hi[5] = h5;
     }
     for (r = 0; r < nb; r++) {
-        float tmp[32];
-        _mm512_storeu_ps(tmp, lo[r]);
-        _mm512_storeu_ps(tmp + 16, hi[r]);
-        for (g = 0; g < 4; g++)
-            memcpy(out + (size_t)r * out_ld + (size_t)g * m_stride, tmp + 8 * g,
-                   (size_t)width * sizeof(float));
+        float *dst = out + (size_t)r * out_ld;
+        const __m256 parts[4] = {_mm512_castps512_ps256(lo[r]), upper256(lo[r]),
+                                 _mm512_castps512_ps256(hi[r]), upper256(hi[r])};
+        for (g = 0; g < 4; g++) store_acc(dst + (size_t)g * m_stride, parts[g], width);
     }
 }
 
@@ -315,9 +324,42 @@ FL_AVX2 static inline __m256 sigmoid8_nan(__m256 x)
 FL_VEC_APPLY(sigmoid_avx2, sigmoid8_nan)
 FL_VEC_APPLY(tanh_avx2, tanh8)
 
-static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2, 3, "avx2"};
-static const fl_simd_table avx512_table = {tile_avx512, pair_avx2, sigmoid_avx2, tanh_avx2, 6,
-                                           "avx512"};
+/* The standard cell (sigmoid gates, tanh, no peepholes or clips) for units [j0, j1), with all
+ * of one unit block's gate math in registers. Same operation order as the generic cell_rows:
+ * pre + (gx + b), then c' = f*c + i*g, h = o*tanh(c'). */
+FL_AVX2 static inline __m256 load_n(const float *src, int n)
+{
+    float tmp[8] = {0};
+    if (n == 8) return _mm256_loadu_ps(src);
+    memcpy(tmp, src, (size_t)n * sizeof(float));
+    return _mm256_loadu_ps(tmp);
+}
+
+FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const float *pre,
+                                       float *c, float *h, int H, int j0, int j1)
+{
+    int j;
+    for (j = j0; j < j1; j += 8) {
+        const int n = j1 - j < 8 ? j1 - j : 8;
+        __m256 z[4], cn, hn;
+        int g;
+        for (g = 0; g < 4; g++) {
+            const size_t at = (size_t)g * H + j;
+            z[g] = _mm256_add_ps(load_n(pre + at, n),
+                                 _mm256_add_ps(load_n(gx + at, n), load_n(bias + at, n)));
+        }
+        cn = _mm256_add_ps(_mm256_mul_ps(sigmoid8_nan(z[1]), load_n(c + j, n)),
+                           _mm256_mul_ps(sigmoid8_nan(z[0]), tanh8(z[2])));
+        hn = _mm256_mul_ps(sigmoid8_nan(z[3]), tanh8(cn));
+        store_acc(c + j, cn, n);
+        store_acc(h + j, hn, n);
+    }
+}
+
+static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2,
+                                         standard_cell_avx2, 3, "avx2"};
+static const fl_simd_table avx512_table = {tile_avx512, pair_avx2, sigmoid_avx2, tanh_avx2,
+                                           standard_cell_avx2, 6, "avx512"};
 #endif
 
 /* FASTLSTM_SIMD=portable|avx2|avx512 caps the choice (for tests and comparisons). */

@@ -24,11 +24,16 @@ typedef void (*fl_pair_fn)(const float *wp0, const float *wp1, int K, const floa
 /* Sigmoid and tanh over n floats in place. */
 typedef void (*fl_vec_fn)(float *v, int n);
 
+/* The standard LSTM cell update for units [j0, j1) of one row (see fastlstm.c cell_rows). */
+typedef void (*fl_cell_fn)(const float *gx, const float *bias, const float *pre, float *c,
+                           float *h, int H, int j0, int j1);
+
 typedef struct {
     fl_tile_fn tile;
     fl_pair_fn pair;
     fl_vec_fn sigmoid;
     fl_vec_fn tanh;
+    fl_cell_fn standard_cell;  /* NULL: the generic cell_rows serves every cell */
     int rows;            /* batch rows per tile call */
     const char *name;    /* "portable", "avx2", "avx512" */
 } fl_simd_table;

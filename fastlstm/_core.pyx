@@ -34,6 +34,7 @@ cdef extern from "fastlstm.h" nogil:
         int has_gate_clip, has_cell_clip, has_proj_clip
         float gate_clip, cell_clip, proj_clip
         fl_activation gate_act, cell_act, out_act
+        int standard
 
     ctypedef struct fl_seq:
         int steps, batch
@@ -205,6 +206,9 @@ cdef class CellKernel:
         self.cell.gate_act = _activation(gate_act)
         self.cell.cell_act = _activation(cell_act)
         self.cell.out_act = _activation(out_act)
+        self.cell.standard = (gate_act[0] == "sigmoid" and cell_act[0] == "tanh"
+                              and out_act[0] == "tanh" and peephole is None and not input_forget
+                              and gate_clip is None and cell_clip is None)
         for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole, self.w_ih_packed,
                   self.w_hh_packed, self.w_hr_packed):
             if a is not None:

@@ -196,9 +196,8 @@ static inline void my_range(long n, int tid, int nth, long *a, long *b)
     *b = n * (tid + 1) / nth;
 }
 
-/* Inputs k of the recurrent product handled per pass over a block's row groups: a
- * 128 x 32-float slice of packed weights (16 KiB) stays in L1 while every row group uses it. */
-#define FL_K_CHUNK 128
+/* gate_tasks takes the recurrent product FL_K_CHUNK inputs at a time over all of a block's
+ * row groups: a 128 x 32-float slice of packed weights (16 KiB) stays in L1 meanwhile. */
 
 /* The fused update of rows r0..r0+nb for hidden units [j0, j1), from pre = h_prev . W_hh^T. */
 static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, int j1,

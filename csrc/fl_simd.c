@@ -1,10 +1,17 @@
-/* The SIMD kernels: the recurrent tile (a small GEMM with fixed shape) and sigmoid/tanh.
+/* The SIMD kernels: the recurrent tile (a small GEMM of fixed shape), sigmoid/tanh, and the
+ * standard cell update, each in a portable, an AVX2+FMA and (for the tile) an AVX-512 version,
+ * chosen once at run time (fl_simd).
  *
- * Accuracy of the AVX2 sigmoid/tanh (tested in tests/test_activations.py against float64):
- * exp is a degree-7 polynomial on [-ln2/2, ln2/2] after range reduction (relative error
- * below 2 ulp); sigmoid = 1/(1+e^-x) then has absolute error < 1.5e-7; tanh uses an odd
- * Taylor polynomial for |x| < 0.55 (relative error < 1e-8 there) and 1 - 2/(e^2|x| + 1)
- * beyond (absolute error < 2.5e-7).
+ * Summation: every output sum over k is formed in blocks of FL_K_CHUNK inputs, each block one
+ * FMA chain from zero, the block sums added in order: out = ((s0 + s1) + s2) + ... All
+ * versions follow exactly this order, so a result never depends on the batch size, the tile
+ * shape, the thread or the instruction set (portable aside, whose activations are libm's).
+ * Blocking also bounds the rounding error by about (128 + K/128) ulps instead of K.
+ *
+ * Activations (AVX2): exp is a degree-7 Taylor polynomial on [-ln2/2, ln2/2] after range
+ * reduction; sigmoid = 1/(1 + e^-x); tanh uses the odd Taylor series to x^17 for |x| < 0.55
+ * and 1 - 2/(e^2|x| + 1) beyond. Measured against float64 over [-20, 20]: both within 1e-7
+ * absolute (tests/test_kernels.py asserts 1.5e-7).
  */
 #include "fl_simd.h"
 
@@ -12,19 +19,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Loop over the K blocks of a tile call: `block` computes one block's sums and stores them,
+ * or adds them to out when told to. */
+#define FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)                                     \
+    for (k0 = 0; k0 < (K); k0 += FL_K_CHUNK)                                              \
+        for (kc = (K) - k0 < FL_K_CHUNK ? (K) - k0 : FL_K_CHUNK, add = (accumulate) || k0 > 0; \
+             kc > 0; kc = 0)
+
 /* ---------------------------------------------------------------- portable versions */
 
-static void tile_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
-                          float *out, int out_ld, int m_stride, int width, int accumulate)
+static void tile_block_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
+                                float *out, int out_ld, int m_stride, int width, int add)
 {
     float acc[4][FL_TILE_ROWS][FL_TILE_UNITS];
     int k, m, r, u;
     memset(acc, 0, sizeof(acc));
-    if (accumulate)
-        for (r = 0; r < nb; r++)
-            for (m = 0; m < M; m++)
-                memcpy(acc[m][r], out + (size_t)r * out_ld + (size_t)m * m_stride,
-                       (size_t)width * sizeof(float));
     for (k = 0; k < K; k++) {
         const float *w = wp + (size_t)k * M * FL_TILE_UNITS;
         for (r = 0; r < nb; r++) {
@@ -35,9 +44,19 @@ static void tile_portable(int M, const float *wp, int K, const float *x, int x_l
         }
     }
     for (r = 0; r < nb; r++)
-        for (m = 0; m < M; m++)
-            memcpy(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[m][r],
-                   (size_t)width * sizeof(float));
+        for (m = 0; m < M; m++) {
+            float *dst = out + (size_t)r * out_ld + (size_t)m * m_stride;
+            for (u = 0; u < width; u++) dst[u] = add ? dst[u] + acc[m][r][u] : acc[m][r][u];
+        }
+}
+
+static void tile_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
+                          float *out, int out_ld, int m_stride, int width, int accumulate)
+{
+    int k0, kc, add;
+    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
+        tile_block_portable(M, wp + (size_t)k0 * M * FL_TILE_UNITS, kc, x + k0, x_ld, nb, out,
+                            out_ld, m_stride, width, add);
 }
 
 static void pair_portable(const float *wp0, const float *wp1, int K, const float *x,
@@ -74,42 +93,45 @@ static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmo
 #include <immintrin.h>
 #define FL_AVX2 __attribute__((target("avx2,fma")))
 
-/* Rows past nb read row 0 again and are not stored: one straight-line body with all
- * accumulators in registers serves nb = 1..3. */
-FL_AVX2 static inline __m256 load_acc(const float *src, int width)
+/* width (<= 8) floats in and out of a register; the tail of a hidden size not divisible by 8 */
+FL_AVX2 static inline __m256 load_n(const float *src, int n)
 {
     float tmp[8] = {0};
-    if (width == 8) return _mm256_loadu_ps(src);
-    memcpy(tmp, src, (size_t)width * sizeof(float));
+    if (n == 8) return _mm256_loadu_ps(src);
+    memcpy(tmp, src, (size_t)n * sizeof(float));
     return _mm256_loadu_ps(tmp);
 }
 
-FL_AVX2 static inline void store_acc(float *dst, __m256 v, int width)
+FL_AVX2 static inline void store_n(float *dst, __m256 v, int n)
 {
     float tmp[8];
-    if (width == 8) {
+    if (n == 8) {
         _mm256_storeu_ps(dst, v);
         return;
     }
     _mm256_storeu_ps(tmp, v);
-    memcpy(dst, tmp, (size_t)width * sizeof(float));
+    memcpy(dst, tmp, (size_t)n * sizeof(float));
 }
 
-FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int x_ld, int nb,
-                              float *out, int out_ld, int m_stride, int width, int accumulate)
+/* out = v, or out = out + v */
+FL_AVX2 static inline void put_n(float *dst, __m256 v, int n, int add)
+{
+    store_n(dst, add ? _mm256_add_ps(load_n(dst, n), v) : v, n);
+}
+
+/* One K block, rows past nb reading row 0 again and not stored: one straight-line body with
+ * all accumulators in registers serves nb = 1..3. */
+FL_AVX2 static void tile_block_avx2(int M, const float *wp, int K, const float *x, int x_ld,
+                                    int nb, float *out, int out_ld, int m_stride, int width,
+                                    int add)
 {
     const float *x0 = x, *x1 = nb > 1 ? x + x_ld : x, *x2 = nb > 2 ? x + 2 * (size_t)x_ld : x;
     __m256 acc[4][FL_TILE_ROWS];
     int k, m, r;
-    for (m = 0; m < 4; m++)
-        for (r = 0; r < FL_TILE_ROWS; r++)
-            acc[m][r] = accumulate && m < M && r < nb
-                ? load_acc(out + (size_t)r * out_ld + (size_t)m * m_stride, width)
-                : _mm256_setzero_ps();
     if (M == 4) {
-        __m256 a00 = acc[0][0], a10 = acc[1][0], a20 = acc[2][0], a30 = acc[3][0];
-        __m256 a01 = acc[0][1], a11 = acc[1][1], a21 = acc[2][1], a31 = acc[3][1];
-        __m256 a02 = acc[0][2], a12 = acc[1][2], a22 = acc[2][2], a32 = acc[3][2];
+        __m256 a00 = _mm256_setzero_ps(), a10 = a00, a20 = a00, a30 = a00;
+        __m256 a01 = a00, a11 = a00, a21 = a00, a31 = a00;
+        __m256 a02 = a00, a12 = a00, a22 = a00, a32 = a00;
         for (k = 0; k < K; k++) {
             const float *w = wp + (size_t)k * 32;
             const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8),
@@ -133,7 +155,7 @@ FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int
         acc[0][1] = a01; acc[1][1] = a11; acc[2][1] = a21; acc[3][1] = a31;
         acc[0][2] = a02; acc[1][2] = a12; acc[2][2] = a22; acc[3][2] = a32;
     } else {
-        __m256 a0 = acc[0][0], a1 = acc[0][1], a2 = acc[0][2];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0;
         for (k = 0; k < K; k++) {
             const __m256 w0 = _mm256_loadu_ps(wp + (size_t)k * 8);
             a0 = _mm256_fmadd_ps(w0, _mm256_broadcast_ss(x0 + k), a0);
@@ -144,104 +166,45 @@ FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int
     }
     for (r = 0; r < nb; r++)
         for (m = 0; m < M; m++)
-            store_acc(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[m][r], width);
+            put_n(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[m][r], width, add);
+}
+
+FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int x_ld, int nb,
+                              float *out, int out_ld, int m_stride, int width, int accumulate)
+{
+    int k0, kc, add;
+    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
+        tile_block_avx2(M, wp + (size_t)k0 * M * FL_TILE_UNITS, kc, x + k0, x_ld, nb, out,
+                        out_ld, m_stride, width, add);
 }
 
 /* One row, two gate blocks at once: eight independent accumulator chains keep both FMA
- * units busy where one block's four chains would wait on FMA latency. Every output is still
- * one chain over k in order, so results equal tile_avx2's bit for bit. */
+ * units busy where one block's four chains would wait on FMA latency. */
 FL_AVX2 static void pair_avx2(const float *wp0, const float *wp1, int K, const float *x,
                               float *out0, float *out1, int m_stride, int width0, int width1)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    __m256 acc[8];
-    int k, m;
-    for (k = 0; k < K; k++) {
-        const float *v = wp0 + (size_t)k * 32, *w = wp1 + (size_t)k * 32;
-        const __m256 h = _mm256_broadcast_ss(x + k);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), h, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), h, a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), h, a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), h, a3);
-        b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), h, b0);
-        b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), h, b1);
-        b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16), h, b2);
-        b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 24), h, b3);
-    }
-    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
-    acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
-    for (m = 0; m < 8; m++) {
-        float *dst = (m < 4 ? out0 : out1) + (size_t)(m & 3) * m_stride;
-        const int width = m < 4 ? width0 : width1;
-        float tmp[8];
-        _mm256_storeu_ps(tmp, acc[m]);
-        memcpy(dst, tmp, (size_t)width * sizeof(float));
-    }
-}
-
-/* AVX-512: the same packed tiles, read 16 floats (two gates of 8 units) at a time, six rows
- * per tile. Every output is the same single FMA chain over k as in tile_avx2, so the two give
- * identical bits and the choice between them never shows in results. */
-#define FL_AVX512 __attribute__((target("avx512f,avx2,fma")))
-
-FL_AVX512 static inline __m512 join256(__m256 a, __m256 b)
-{
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(a)),
-                                               _mm256_castps_pd(b), 1));
-}
-
-FL_AVX512 static inline __m256 upper256(__m512 v)
-{
-    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-}
-
-FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,
-                                  int nb, float *out, int out_ld, int m_stride, int width,
-                                  int accumulate)
-{
-    const float *xr[6];
-    __m512 lo[6], hi[6];
-    int k, r, g;
-    if (M != 4) {
-        /* projection tiles (one group of 8 outputs): three rows at a time */
-        for (r = 0; r < nb; r += 3)
-            tile_avx2(M, wp, K, x + (size_t)r * x_ld, x_ld, nb - r < 3 ? nb - r : 3,
-                      out + (size_t)r * out_ld, out_ld, m_stride, width, accumulate);
-        return;
-    }
-    for (r = 0; r < 6; r++) {
-        xr[r] = x + (size_t)(r < nb ? r : 0) * x_ld;
-        lo[r] = hi[r] = _mm512_setzero_ps();
-        if (accumulate && r < nb) {
-            const float *src = out + (size_t)r * out_ld;
-            lo[r] = join256(load_acc(src, width), load_acc(src + m_stride, width));
-            hi[r] = join256(load_acc(src + 2 * (size_t)m_stride, width),
-                            load_acc(src + 3 * (size_t)m_stride, width));
+    int k0, kc, add, k, m;
+    FL_FOR_K_BLOCKS(K, 0, k0, kc, add) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        __m256 acc[8];
+        const float *v = wp0 + (size_t)k0 * 32, *w = wp1 + (size_t)k0 * 32, *xk = x + k0;
+        for (k = 0; k < kc; k++, v += 32, w += 32) {
+            const __m256 h = _mm256_broadcast_ss(xk + k);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), h, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), h, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), h, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), h, a3);
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w), h, b0);
+            b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), h, b1);
+            b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16), h, b2);
+            b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 24), h, b3);
         }
-    }
-    {
-        __m512 l0 = lo[0], l1 = lo[1], l2 = lo[2], l3 = lo[3], l4 = lo[4], l5 = lo[5];
-        __m512 h0 = hi[0], h1 = hi[1], h2 = hi[2], h3 = hi[3], h4 = hi[4], h5 = hi[5];
-        const float *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3], *x4 = xr[4], *x5 = xr[5];
-        for (k = 0; k < K; k++) {
-            const __m512 wl = _mm512_loadu_ps(wp + (size_t)k * 32);
-            const __m512 wh = _mm512_loadu_ps(wp + (size_t)k * 32 + 16);
-            __m512 b;
-            b = _mm512_set1_ps(x0[k]); l0 = _mm512_fmadd_ps(wl, b, l0); h0 = _mm512_fmadd_ps(wh, b, h0);
-            b = _mm512_set1_ps(x1[k]); l1 = _mm512_fmadd_ps(wl, b, l1); h1 = _mm512_fmadd_ps(wh, b, h1);
-            b = _mm512_set1_ps(x2[k]); l2 = _mm512_fmadd_ps(wl, b, l2); h2 = _mm512_fmadd_ps(wh, b, h2);
-            b = _mm512_set1_ps(x3[k]); l3 = _mm512_fmadd_ps(wl, b, l3); h3 = _mm512_fmadd_ps(wh, b, h3);
-            b = _mm512_set1_ps(x4[k]); l4 = _mm512_fmadd_ps(wl, b, l4); h4 = _mm512_fmadd_ps(wh, b, h4);
-            b = _mm512_set1_ps(x5[k]); l5 = _mm512_fmadd_ps(wl, b, l5); h5 = _mm512_fmadd_ps(wh, b, h5);
-        }
-        lo[0] = l0; lo[1] = l1; lo[2] = l2; lo[3] = l3; lo[4] = l4; lo[5] = l5;
-        hi[0] = h0; hi[1] = h1; hi[2] = h2; hi[3] = h3; hi[4] = h4; hi[5] = h5;
-    }
-    for (r = 0; r < nb; r++) {
-        float *dst = out + (size_t)r * out_ld;
-        const __m256 parts[4] = {_mm512_castps512_ps256(lo[r]), upper256(lo[r]),
-                                 _mm512_castps512_ps256(hi[r]), upper256(hi[r])};
-        for (g = 0; g < 4; g++) store_acc(dst + (size_t)g * m_stride, parts[g], width);
+        acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+        acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
+        for (m = 0; m < 8; m++)
+            put_n((m < 4 ? out0 : out1) + (size_t)(m & 3) * m_stride, acc[m],
+                  m < 4 ? width0 : width1, add);
     }
 }
 
@@ -321,20 +284,13 @@ FL_AVX2 static inline __m256 sigmoid8_nan(__m256 x)
     return _mm256_blendv_ps(sigmoid8(x), x, nan);
 }
 
+
 FL_VEC_APPLY(sigmoid_avx2, sigmoid8_nan)
 FL_VEC_APPLY(tanh_avx2, tanh8)
 
 /* The standard cell (sigmoid gates, tanh, no peepholes or clips) for units [j0, j1), with all
  * of one unit block's gate math in registers. Same operation order as the generic cell_rows:
  * pre + (gx + b), then c' = f*c + i*g, h = o*tanh(c'). */
-FL_AVX2 static inline __m256 load_n(const float *src, int n)
-{
-    float tmp[8] = {0};
-    if (n == 8) return _mm256_loadu_ps(src);
-    memcpy(tmp, src, (size_t)n * sizeof(float));
-    return _mm256_loadu_ps(tmp);
-}
-
 FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const float *pre,
                                        float *c, float *h, int H, int j0, int j1)
 {
@@ -351,18 +307,78 @@ FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const
         cn = _mm256_add_ps(_mm256_mul_ps(sigmoid8_nan(z[1]), load_n(c + j, n)),
                            _mm256_mul_ps(sigmoid8_nan(z[0]), tanh8(z[2])));
         hn = _mm256_mul_ps(sigmoid8_nan(z[3]), tanh8(cn));
-        store_acc(c + j, cn, n);
-        store_acc(h + j, hn, n);
+        store_n(c + j, cn, n);
+        store_n(h + j, hn, n);
     }
 }
 
+/* ---------------------------------------------------------------- AVX-512 tile */
+/* The same packed tiles, read 16 floats (two gates of 8 units) at a time, six rows per tile;
+ * the same block-wise FMA chains as tile_avx2, so the two give identical bits. */
+#define FL_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+FL_AVX512 static inline __m256 upper256(__m512 v)
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+FL_AVX512 static void tile_block_avx512(const float *wp, int K, const float *x, int x_ld, int nb,
+                                        float *out, int out_ld, int m_stride, int width, int add)
+{
+    const float *x0 = x, *x1 = x + (nb > 1 ? (size_t)x_ld : 0), *x2 = x + (nb > 2 ? 2 * (size_t)x_ld : 0),
+                *x3 = x + (nb > 3 ? 3 * (size_t)x_ld : 0), *x4 = x + (nb > 4 ? 4 * (size_t)x_ld : 0),
+                *x5 = x + (nb > 5 ? 5 * (size_t)x_ld : 0);
+    __m512 l0 = _mm512_setzero_ps(), l1 = l0, l2 = l0, l3 = l0, l4 = l0, l5 = l0;
+    __m512 h0 = l0, h1 = l0, h2 = l0, h3 = l0, h4 = l0, h5 = l0;
+    __m512 lo[6], hi[6];
+    int k, r;
+    for (k = 0; k < K; k++) {
+        const __m512 wl = _mm512_loadu_ps(wp + (size_t)k * 32);
+        const __m512 wh = _mm512_loadu_ps(wp + (size_t)k * 32 + 16);
+        __m512 b;
+        b = _mm512_set1_ps(x0[k]); l0 = _mm512_fmadd_ps(wl, b, l0); h0 = _mm512_fmadd_ps(wh, b, h0);
+        b = _mm512_set1_ps(x1[k]); l1 = _mm512_fmadd_ps(wl, b, l1); h1 = _mm512_fmadd_ps(wh, b, h1);
+        b = _mm512_set1_ps(x2[k]); l2 = _mm512_fmadd_ps(wl, b, l2); h2 = _mm512_fmadd_ps(wh, b, h2);
+        b = _mm512_set1_ps(x3[k]); l3 = _mm512_fmadd_ps(wl, b, l3); h3 = _mm512_fmadd_ps(wh, b, h3);
+        b = _mm512_set1_ps(x4[k]); l4 = _mm512_fmadd_ps(wl, b, l4); h4 = _mm512_fmadd_ps(wh, b, h4);
+        b = _mm512_set1_ps(x5[k]); l5 = _mm512_fmadd_ps(wl, b, l5); h5 = _mm512_fmadd_ps(wh, b, h5);
+    }
+    lo[0] = l0; lo[1] = l1; lo[2] = l2; lo[3] = l3; lo[4] = l4; lo[5] = l5;
+    hi[0] = h0; hi[1] = h1; hi[2] = h2; hi[3] = h3; hi[4] = h4; hi[5] = h5;
+    for (r = 0; r < nb; r++) {
+        float *dst = out + (size_t)r * out_ld;
+        put_n(dst, _mm512_castps512_ps256(lo[r]), width, add);
+        put_n(dst + m_stride, upper256(lo[r]), width, add);
+        put_n(dst + 2 * (size_t)m_stride, _mm512_castps512_ps256(hi[r]), width, add);
+        put_n(dst + 3 * (size_t)m_stride, upper256(hi[r]), width, add);
+    }
+}
+
+FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,
+                                  int nb, float *out, int out_ld, int m_stride, int width,
+                                  int accumulate)
+{
+    int k0, kc, add, r;
+    if (M != 4) {
+        /* projection tiles (one group of 8 outputs): three rows at a time */
+        for (r = 0; r < nb; r += FL_TILE_ROWS)
+            tile_avx2(M, wp, K, x + (size_t)r * x_ld, x_ld,
+                      nb - r < FL_TILE_ROWS ? nb - r : FL_TILE_ROWS, out + (size_t)r * out_ld,
+                      out_ld, m_stride, width, accumulate);
+        return;
+    }
+    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
+        tile_block_avx512(wp + (size_t)k0 * 32, kc, x + k0, x_ld, nb, out, out_ld, m_stride,
+                          width, add);
+}
+
 static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2,
-                                         standard_cell_avx2, 3, "avx2"};
+                                         standard_cell_avx2, FL_TILE_ROWS, "avx2"};
 static const fl_simd_table avx512_table = {tile_avx512, pair_avx2, sigmoid_avx2, tanh_avx2,
                                            standard_cell_avx2, 6, "avx512"};
 #endif
 
-/* FASTLSTM_SIMD=portable|avx2|avx512 caps the choice (for tests and comparisons). */
+/* FASTLSTM_SIMD=portable|avx2 caps the choice (for tests and comparisons). */
 const fl_simd_table *fl_simd(void)
 {
     static const fl_simd_table *chosen = NULL;

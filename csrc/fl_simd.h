@@ -8,11 +8,13 @@
 #define FL_TILE_ROWS 3   /* batch rows per tile of the 256-bit kernels: 4 gates x 3 rows = 12
                             accumulators; the 512-bit kernel takes 6 (its table's `rows`) */
 
+/* Sums over k are formed in blocks of this many inputs (see fl_simd.c); callers that split K
+ * over calls split it at multiples of it. */
+#define FL_K_CHUNK 128
+
 /* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*8 + u] * x[r*x_ld + k]
- * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= 8); with `accumulate` the sum
- * continues from out's values. The sum runs over k in order with one accumulator per
- * output, so a result never depends on nb, on how K is split into calls, or on the thread
- * that computes it. */
+ * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= 8); with `accumulate` the
+ * sum is added to out's values. */
 typedef void (*fl_tile_fn)(int M, const float *wp, int K, const float *x, int x_ld, int nb,
                            float *out, int out_ld, int m_stride, int width, int accumulate);
 

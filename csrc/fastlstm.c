@@ -218,145 +218,156 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
     }
 }
 
-/* Gate tiles of one step. Task = (hidden block q, row group); consecutive tasks share q, so
- * a thread's range is a few blocks with their row groups, and each weight slice is loaded
- * once for all of them. A batch of one pairs blocks instead (see pair in fl_simd.h). */
-static void gate_tasks(const step_ctx *cx, int step, int active, const float *h_prev,
-                       float *h_next, long t0, long t1)
+/* Work of one step is cut two ways (see time_loop): by hidden blocks q in [q0, q1) over all
+ * row groups, or by row groups g0, g0 + gstep, ... over all blocks. Row groups hold the
+ * simd table's `rows` batch rows each. */
+typedef struct {
+    int q0, q1;       /* hidden (or output) blocks */
+    int g0, gstep;    /* row groups */
+} work_share;
+
+/* Gate tiles and the fused update for one step: pre = h_prev . W_hh^T for the share's blocks
+ * and groups, then the cell update for those units and rows. For each block the weights are
+ * taken FL_K_CHUNK inputs at a time across all the share's row groups, so each slice is
+ * loaded once per step. A batch of one goes two blocks per call (see pair in fl_simd.h);
+ * then q counts pairs. */
+static void gate_work(const step_ctx *cx, int step, int active, const float *h_prev,
+                      float *h_next, work_share w)
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
-    const int H = p->hidden_size, O = p->output_size, G = 4 * H;
-    const int R = cx->simd->rows;
-    const long groups = (active + R - 1) / R;
+    const int H = p->hidden_size, O = p->output_size, G = 4 * H, R = cx->simd->rows;
+    const int groups = (active + R - 1) / R;
     const size_t block_floats = (size_t)O * 4 * FL_TILE_UNITS;
-    long task = t0;
+    int q, g, k0;
 
     if (active == 1) {
-        for (; task < t1; task++) {
-            const int q = (int)task * 2, j0 = q * FL_TILE_UNITS;
+        for (q = w.q0; q < w.q1; q++) {
+            const int blk = 2 * q, j0 = blk * FL_TILE_UNITS;
             int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
             if (j1 < H) {
                 const int j2 = j1 + FL_TILE_UNITS < H ? j1 + FL_TILE_UNITS : H;
-                cx->simd->pair(p->w_hh_packed + q * block_floats,
-                               p->w_hh_packed + (q + 1) * block_floats, O, h_prev, s->pre + j0,
-                               s->pre + j1, H, j1 - j0, j2 - j1);
+                cx->simd->pair(p->w_hh_packed + blk * block_floats,
+                               p->w_hh_packed + (blk + 1) * block_floats, O, h_prev,
+                               s->pre + j0, s->pre + j1, H, j1 - j0, j2 - j1);
                 j1 = j2;
             } else {
-                cx->simd->tile(4, p->w_hh_packed + q * block_floats, O, h_prev, O, 1,
+                cx->simd->tile(4, p->w_hh_packed + blk * block_floats, O, h_prev, O, 1,
                                s->pre + j0, G, H, j1 - j0, 0);
             }
             update_rows(cx, step, 0, 1, j0, j1, h_next);
         }
         return;
     }
-
-    while (task < t1) {
-        const int q = (int)(task / groups);
-        const long g0 = task % groups;
-        const long g1 = groups < g0 + (t1 - task) ? groups : g0 + (t1 - task);
+    for (q = w.q0; q < w.q1; q++) {
         const int j0 = q * FL_TILE_UNITS;
         const int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
         const float *wq = p->w_hh_packed + q * block_floats;
-        long grp;
-        int k0;
         for (k0 = 0; k0 < O; k0 += FL_K_CHUNK) {
             const int kc = O - k0 < FL_K_CHUNK ? O - k0 : FL_K_CHUNK;
-            for (grp = g0; grp < g1; grp++) {
-                const int r0 = (int)grp * R;
-                const int nb = active - r0 < R ? active - r0 : R;
+            for (g = w.g0; g < groups; g += w.gstep) {
+                const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
                 cx->simd->tile(4, wq + (size_t)k0 * 4 * FL_TILE_UNITS, kc,
                                h_prev + (size_t)r0 * O + k0, O, nb, s->pre + (size_t)r0 * G + j0,
                                G, H, j1 - j0, k0 > 0);
             }
         }
-        for (grp = g0; grp < g1; grp++) {
-            const int r0 = (int)grp * R;
-            const int nb = active - r0 < R ? active - r0 : R;
+        for (g = w.g0; g < groups; g += w.gstep) {
+            const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
             update_rows(cx, step, r0, nb, j0, j1, h_next);
         }
-        task += g1 - g0;
     }
 }
 
-/* Projection tiles: h_next = clip(W_hr . hfull) for output block q and a row group, and y. */
-static void projection_tasks(const step_ctx *cx, int step, int active, float *h_next,
-                             long t0, long t1)
+/* Projection: h_next = clip(W_hr . hfull) for the share's output blocks and groups, and y. */
+static void projection_work(const step_ctx *cx, int step, int active, float *h_next,
+                            work_share w)
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, O = p->output_size, R = cx->simd->rows;
     const int groups = (active + R - 1) / R;
-    long task;
-    for (task = t0; task < t1; task++) {
-        const int q = (int)(task / groups), grp = (int)(task % groups);
-        const int r0 = grp * R;
-        const int nb = active - r0 < R ? active - r0 : R;
+    int q, g, r, j, b;
+    for (q = w.q0; q < w.q1; q++) {
         const int j0 = q * FL_TILE_UNITS;
         const int j1 = j0 + FL_TILE_UNITS < O ? j0 + FL_TILE_UNITS : O;
-        int r, j;
-        cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * FL_TILE_UNITS, H,
-                       s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
-                       j1 - j0, 0);
-        for (r = r0; r < r0 + nb; r++) {
-            float *hr = h_next + (size_t)r * O;
-            int b;
-            if (p->has_proj_clip)
-                for (j = j0; j < j1; j++) hr[j] = clampf(hr[j], p->proj_clip);
-            if (s->y) {
-                const ptrdiff_t row = data_row(s, r, step, &b);
-                memcpy(s->y + row * s->y_ld + j0, hr + j0, (size_t)(j1 - j0) * sizeof(float));
+        for (g = w.g0; g < groups; g += w.gstep) {
+            const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
+            cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * FL_TILE_UNITS, H,
+                           s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
+                           j1 - j0, 0);
+            for (r = r0; r < r0 + nb; r++) {
+                float *hr = h_next + (size_t)r * O;
+                if (p->has_proj_clip)
+                    for (j = j0; j < j1; j++) hr[j] = clampf(hr[j], p->proj_clip);
+                if (s->y) {
+                    const ptrdiff_t row = data_row(s, r, step, &b);
+                    memcpy(s->y + row * s->y_ld + j0, hr + j0, (size_t)(j1 - j0) * sizeof(float));
+                }
             }
         }
     }
 }
 
+static inline void barrier(int nth)
+{
+#ifdef _OPENMP
+    if (nth > 1) {
+#pragma omp barrier
+    }
+#else
+    (void)nth;
+#endif
+}
+
+/* Batches this large per thread are cut by rows: each thread runs the whole time loop for its
+ * own row groups (interleaved, so sorted lengths stay balanced) with no barrier at all. Below
+ * it, each step is cut by hidden blocks, with a barrier per step. */
+#define FL_ROWS_PER_THREAD_FOR_ROW_SPLIT 8
+
 /* The whole time loop, run by each of nth threads (nth == 1: plain serial code, no OpenMP
- * call at all, which is what a forked child needs). Returns which state buffer is current. */
-static float *time_loop(const step_ctx *cx, int tid, int nth)
+ * call at all, which is what a forked child needs). h ping-pongs between s->hs and s->hs2:
+ * step t writes hs2 when t is even, so a row that ran n steps ends in hs2 when n is odd. */
+static void time_loop(const step_ctx *cx, int tid, int nth)
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, O = p->output_size, T = s->steps;
-    const long blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
-    const long out_blocks = (O + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const int blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const int out_blocks = (O + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const int by_rows = nth > 1 && s->batch >= FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * nth;
     float *h_prev = s->hs, *h_next = s->hs2;
     int active = s->batch, step;
     for (step = 0; step < T; step++) {
-        long a, b, groups;
+        work_share w;
+        long a, b;
         if (s->lengths)
             while (active > 0 && s->lengths[s->order[active - 1]] <= step) active--;
         if (active == 0) break;
-        groups = (active + cx->simd->rows - 1) / cx->simd->rows;
-        /* a batch of one goes two blocks per task (gate_tasks' paired mode) */
-        my_range(active == 1 ? (blocks + 1) / 2 : blocks * groups, tid, nth, &a, &b);
-        gate_tasks(cx, step, active, h_prev, h_next, a, b);
+        if (by_rows) {
+            w.q0 = 0, w.q1 = blocks, w.g0 = tid, w.gstep = nth;
+        } else {
+            my_range(active == 1 ? (blocks + 1) / 2 : blocks, tid, nth, &a, &b);
+            w.q0 = (int)a, w.q1 = (int)b, w.g0 = 0, w.gstep = 1;
+        }
+        gate_work(cx, step, active, h_prev, h_next, w);
         if (p->w_hr) {
-#ifdef _OPENMP
-            if (nth > 1) {
-#pragma omp barrier
+            if (!by_rows) {
+                barrier(nth);   /* hfull rows are complete */
+                my_range(out_blocks, tid, nth, &a, &b);
+                w.q0 = (int)a, w.q1 = (int)b;
+            } else {
+                w.q1 = out_blocks;
             }
-#endif
-            my_range(out_blocks * groups, tid, nth, &a, &b);
-            projection_tasks(cx, step, active, h_next, a, b);
+            projection_work(cx, step, active, h_next, w);
         }
-#ifdef _OPENMP
-        if (nth > 1) {
-#pragma omp barrier
-        }
-#endif
-        /* Rows that finished keep their final state in h_prev: carry them over. Next step
-         * touches only rows below the (shrinking) active count, so no barrier is needed. */
-        if (s->lengths && active < s->batch && tid == 0)
-            memcpy(h_next + (size_t)active * O, h_prev + (size_t)active * O,
-                   (size_t)(s->batch - active) * O * sizeof(float));
+        if (!by_rows) barrier(nth);   /* h_next is complete before anyone reads it */
         {
             float *tmp = h_prev;
             h_prev = h_next;
             h_next = tmp;
         }
     }
-    return h_prev;
 }
 
 /* Gx = X . W_ih^T by the tile kernel: task = (hidden block, group of 3 rows). Used for
@@ -428,15 +439,11 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
 }
 
 /* Input projection, then the time loop, on each of nth threads. */
-static float *run_thread(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
+static void run_thread(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
 {
     input_projection(cx->p, cx->s, sgemm, tid, nth);
-#ifdef _OPENMP
-    if (nth > 1) {
-#pragma omp barrier
-    }
-#endif
-    return time_loop(cx, tid, nth);
+    barrier(nth);
+    time_loop(cx, tid, nth);
 }
 
 void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
@@ -444,7 +451,6 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     const int H = p->hidden_size, O = p->output_size, B = s->batch, T = s->steps;
     const long G = 4L * H;
     int r, threads = s->num_threads;
-    float *h_final = s->hs;
     step_ctx cx;
 
     if (B == 0) return;
@@ -467,19 +473,18 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
         if (threads > 1) {
             fl_parallel_used = 1;
 #pragma omp parallel num_threads(threads)
-            {
-                float *last = run_thread(&cx, sgemm, omp_get_thread_num(), omp_get_num_threads());
-#pragma omp master
-                h_final = last;
-            }
+            run_thread(&cx, sgemm, omp_get_thread_num(), omp_get_num_threads());
         } else
 #endif
-            h_final = run_thread(&cx, sgemm, 0, 1);
+            run_thread(&cx, sgemm, 0, 1);
     }
 
-    /* Scatter the final state back to batch order. */
+    /* Scatter the final state back to batch order: a row that ran an odd number of steps
+     * ended in hs2 (see time_loop). */
     for (r = 0; r < B; r++) {
         const int b = s->order ? s->order[r] : r;
+        const int n = row_length(s, b) < T ? row_length(s, b) : T;
+        const float *h_final = (n % 2) ? s->hs2 : s->hs;
         if (s->hn) memcpy(s->hn + (size_t)b * O, h_final + (size_t)r * O, (size_t)O * sizeof(float));
         if (s->cn) memcpy(s->cn + (size_t)b * H, s->cs + (size_t)r * H, (size_t)H * sizeof(float));
     }

@@ -342,7 +342,6 @@ cdef class Plan:
         None when only the final states are wanted."""
         cdef Py_ssize_t rows = self.batch if self.batch_first else self.steps
         cdef Py_ssize_t cols = self.steps if self.batch_first else self.batch
-        cdef int l, d, k = 0, first_last
         if x.shape[0] != rows or x.shape[1] != cols or x.shape[2] != self.in_width:
             raise ValueError(f"x has shape {tuple(x.shape)[:3]} but the plan is for "
                              f"{(rows, cols, self.in_width)}")
@@ -350,15 +349,35 @@ cdef class Plan:
                               or y.shape[2] != self.out_width):
             raise ValueError(f"y has shape {tuple(y.shape)[:3]} but the plan needs "
                              f"{(rows, cols, self.out_width)}")
-        first_last = self.n - self.directions[self.n_layers - 1]
+        self._execute(&x[0, 0, 0] if rows * cols * self.in_width > 0 else NULL,
+                      NULL if (y is None or rows * cols == 0) else &y[0, 0, 0], num_threads)
+
+    def step(self, object x_t, int num_threads):
+        """The streaming fast path: x_t must already be a C-contiguous float32 (batch, input)
+        array of the planned batch (the plan has one time step); returns y_t (batch, out), or
+        None when x_t is anything else, for the caller to convert or refuse."""
+        cdef const float[:, ::1] xv
+        cdef float[:, ::1] yv
+        if not (type(x_t) is np.ndarray and x_t.dtype == np.float32 and x_t.ndim == 2
+                and x_t.flags.c_contiguous and x_t.shape[0] == self.batch
+                and x_t.shape[1] == self.in_width and self.steps == 1):
+            return None
+        y = np.empty((self.batch, self.out_width), np.float32)
+        if self.batch == 0:
+            return y
+        xv = x_t
+        yv = y
+        self._execute(&xv[0, 0], &yv[0, 0], num_threads)
+        return y
+
+    cdef _execute(self, const float *x, float *y, int num_threads):
+        cdef int d, k, first_last = self.n - self.directions[self.n_layers - 1]
         for d in range(self.directions[0]):
-            self.seqs[d].x = &x[0, 0, 0] if rows * cols * self.in_width > 0 else NULL
-            self.seqs[d].num_threads = num_threads
+            self.seqs[d].x = x
         for k in range(self.n):
             self.seqs[k].num_threads = num_threads
             if k >= first_last:
-                self.seqs[k].y = NULL if (y is None or rows * cols == 0) else \
-                    &y[0, 0, 0] + (k - first_last) * self.cells[k].output_size
+                self.seqs[k].y = NULL if y == NULL else y + (k - first_last) * self.cells[k].output_size
         _blas_enter()
         try:
             with nogil:

@@ -62,8 +62,6 @@ class Stream:
             self._batch = batch
             self._h, self._c = h, c
             self._step_plan = plan
-            self._y_shape = ((batch, 1, model.output_size) if model.batch_first
-                             else (1, batch, model.output_size))
 
     def _wrong_batch(self, got, name):
         return ValueError(
@@ -73,20 +71,18 @@ class Stream:
 
     def step(self, x_t):
         """One time step: x_t (batch, input_size) -> y_t (batch, output_size)."""
-        model = self._model
-        if not (type(x_t) is np.ndarray and x_t.dtype == np.float32 and x_t.ndim == 2
-                and x_t.flags.c_contiguous):
-            x_t = float_array(x_t, "x_t")
-        if x_t.ndim != 2 or x_t.shape[1] != model.input_size:
-            check_shape(x_t, "x_t", (None, model.input_size), "(batch, input_size)")
-        B = x_t.shape[0]
-        if B != self._batch:
-            raise self._wrong_batch(B, "x_t")
-        x3 = x_t.reshape((B, 1, -1) if model.batch_first else (1, B, -1))
-        y = np.empty(self._y_shape, np.float32)
         with self._lock:
-            self._step_plan.run(x3, y, runtime.get_num_threads())
-        return y.reshape(B, -1)
+            y = self._step_plan.step(x_t, runtime.get_num_threads())
+        if y is not None:
+            return y
+        # anything but a C-contiguous float32 array of the right shape: convert or refuse
+        model = self._model
+        x_t = float_array(x_t, "x_t")
+        check_shape(x_t, "x_t", (None, model.input_size), "(batch, input_size)")
+        if x_t.shape[0] != self._batch:
+            raise self._wrong_batch(x_t.shape[0], "x_t")
+        with self._lock:
+            return self._step_plan.step(x_t, runtime.get_num_threads())
 
     def feed(self, x_chunk, lengths=None):
         """A chunk of steps, laid out like the model's input ((batch, time, input) by default).

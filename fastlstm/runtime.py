@@ -33,14 +33,17 @@ def _default_threads():
 _num_threads = _default_threads()
 
 
-def _find_openblas():
-    """SciPy's OpenBLAS, the library behind scipy.linalg.cython_blas, and its thread calls."""
+def _loaded_libraries(word):
     try:
         with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+            return sorted({line.split()[-1] for line in fh if word in line.lower()})
     except OSError:
-        return None
-    for path in sorted(paths):
+        return []
+
+
+def _find_openblas():
+    """SciPy's OpenBLAS, the library behind scipy.linalg.cython_blas, and its thread calls."""
+    for path in _loaded_libraries("openblas"):
         if "scipy" not in path or not os.path.exists(path):
             continue
         lib = ctypes.CDLL(path)
@@ -100,6 +103,8 @@ def config():
         "version": __version__,
         "openmp": facts["openmp"],
         "openmp_version": facts["openmp_version"],
+        "openmp_runtime": next((p for p in _loaded_libraries("omp") if "gomp" in p or "libomp" in p
+                                or "iomp" in p), None),
         "threads": _num_threads,
         "forked_child_single_thread": _forked_after_parallel,
         "blas": blas,
@@ -111,7 +116,8 @@ def config():
 def show_config():
     """Print version, OpenMP, BLAS, SIMD and thread settings; return them as a dict."""
     cfg = config()
-    omp = f"on (OpenMP {cfg['openmp_version']})" if cfg["openmp"] else "off (serial build)"
+    omp = (f"on (OpenMP {cfg['openmp_version']}, {cfg['openmp_runtime'] or 'runtime not found'})"
+           if cfg["openmp"] else "off (serial build)")
     print(f"fastlstm {cfg['version']}")
     print(f"  OpenMP:  {omp}")
     print(f"  threads: {cfg['threads']} (fastlstm's OpenMP threads; each calls a single-threaded BLAS)"

@@ -7,10 +7,14 @@ import fastlstm
 from conftest import random_input
 
 
-@pytest.mark.parametrize("shape", [(1, 20, 16, 256), (33, 10, 24, 96), (64, 5, 8, 300)])
-def test_one_and_many_threads_are_bitwise_identical(shape):
+@pytest.mark.parametrize("shape", [(1, 20, 16, 256), (5, 7, 12, 200), (33, 10, 24, 96),
+                                   (64, 5, 8, 300)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_one_and_many_threads_are_bitwise_identical(shape, bidirectional):
+    """Small batches split each step by hidden blocks, large ones split rows: same bits."""
     batch, steps, inp, hidden = shape
-    model = fastlstm.LSTM(inp, hidden, num_layers=2, proj_size=hidden // 4, seed=0)
+    model = fastlstm.LSTM(inp, hidden, num_layers=2, proj_size=hidden // 4,
+                          bidirectional=bidirectional, seed=0)
     x = random_input(model, batch, steps)
     lengths = np.random.default_rng(0).integers(0, steps + 1, batch)
     results = []

@@ -411,30 +411,33 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
     }
 }
 
-/* sgemm takes 32-bit sizes: the input projection is done in slices of at most this many rows. */
-#define FL_GEMM_MAX_ELEMS 1073741824L
+/* Rows of the input projection per sgemm call: 4H x 128 floats of output stay in L2 while
+ * the K blocks are added in, and every size handed to the 32-bit BLAS stays small. */
+#define FL_PROJ_ROWS 128
 
-/* Gx = X . W_ih^T for this thread's share of the (b, t) rows: per layer and direction the
- * input term of all time steps is one sgemm (column-major view: 4H x rows), split by rows
- * over the threads. The Cython caller keeps SciPy's OpenBLAS single-threaded meanwhile, so
- * every thread's call runs where it is made. */
+/* Gx = X . W_ih^T for this thread's share of the (b, t) rows (column-major view: 4H x rows),
+ * with sgemm. Like the tile kernels, the sum over inputs is formed in blocks of FL_K_CHUNK,
+ * added in order (beta = 1 after the first block): the float32 error then grows with
+ * 128 + I/128 rather than with I. The Cython caller keeps SciPy's OpenBLAS single-threaded
+ * meanwhile, so every thread's call runs where it is made. */
 static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
 {
     int G = 4 * p->hidden_size, I = p->input_size, xld = s->x_ld;
     float one = 1.0f, zero = 0.0f;
     char tr = 'T', nt = 'N';
-    const long widest = I > G ? I : G;
-    long chunk = FL_GEMM_MAX_ELEMS / widest, r0, a, b;
+    long r0, a, b;
     if (s->input_by_tiles) {
         input_tiles(p, s, tid, nth);
         return;
     }
     my_range((long)s->batch * s->steps, tid, nth, &a, &b);
-    if (chunk < 1) chunk = 1;
-    for (r0 = a; r0 < b; r0 += chunk) {
-        int n = (int)(b - r0 < chunk ? b - r0 : chunk);
-        sgemm(&tr, &nt, &G, &n, &I, &one, (float *)p->w_ih, &I, (float *)s->x + r0 * xld, &xld,
-              &zero, s->gx + r0 * G, &G);
+    for (r0 = a; r0 < b; r0 += FL_PROJ_ROWS) {
+        int n = (int)(b - r0 < FL_PROJ_ROWS ? b - r0 : FL_PROJ_ROWS), k0;
+        for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
+            int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
+            sgemm(&tr, &nt, &G, &n, &kc, &one, (float *)p->w_ih + k0, &I,
+                  (float *)s->x + r0 * xld + k0, &xld, k0 ? &one : &zero, s->gx + r0 * G, &G);
+        }
     }
 }
 

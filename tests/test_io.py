@@ -216,4 +216,4 @@ def test_importing_fastlstm_and_its_loaders_imports_no_framework(tmp_path):
         "                   'h5py') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tmp_path)

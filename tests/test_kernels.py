@@ -47,7 +47,7 @@ def test_every_activation_kernel_matches_the_table(name):
                                rtol=1e-6, atol=3e-7)
 
 
-def test_portable_path_matches_reference():
+def test_portable_path_matches_reference(tmp_path):
     """FASTLSTM_SIMD=portable forces the plain C kernels, as on a CPU without AVX2/FMA."""
     code = textwrap.dedent("""
         import numpy as np, fastlstm
@@ -69,6 +69,7 @@ def test_portable_path_matches_reference():
     """)
     env = dict(os.environ, FASTLSTM_SIMD="portable")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "portable ok" in out.stdout
@@ -90,7 +91,7 @@ def test_wide_and_narrow_simd_kernels_give_identical_bits(tmp_path):
     for simd in ("avx2", "avx512"):
         path = tmp_path / f"{simd}.npz"
         env = dict(os.environ, FASTLSTM_SIMD=simd)
-        run = subprocess.run([sys.executable, "-c", code, str(path)], env=env,
+        run = subprocess.run([sys.executable, "-c", code, str(path)], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
         outs.append(np.load(path))

@@ -181,7 +181,7 @@ def test_file_reading_imports_no_framework(tmp_path):
             "assert m.bidirectional\n"
             "bad = [n for n in ('tensorflow', 'keras', 'torch', 'onnx') if n in sys.modules]\n"
             "assert not bad, bad\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tmp_path)
 
 
 def test_errors(tmp_path):

@@ -18,7 +18,7 @@ import fastlstm
 from fastlstm import reference
 
 from .peers import PEERS, limit_blas_threads
-from .workloads import make_case, valid_mask, workload
+from .workloads import Workload, make_case, valid_mask, workload
 
 AGREEMENT_TOLERANCE = 1e-4       # a peer further than this from fastlstm is flagged
 ACCURACY_TARGET = 3e-7           # fastlstm vs the float64 reference (BENCH.md)
@@ -129,8 +129,9 @@ def _error_text(exc):
 
 
 def run_workload(name, peers, settings, progress=print):
-    """Check and time one workload for the given (set-up) peers; fastlstm must be first."""
-    w = workload(name, quick=settings.quick)
+    """Check and time one workload (a name or a ``Workload``) for the given, set-up peers;
+    fastlstm must be first."""
+    w = name if isinstance(name, Workload) else workload(name, quick=settings.quick)
     case = make_case(w)
     ref = _float64_reference(case)
     result = {"name": w.name, "shape": w.shape, "about": w.about, "batch": w.batch,
@@ -216,11 +217,24 @@ def evaluate_targets(result, sgemm):
     return checks
 
 
-def run_threads(threads, workloads, peer_names=None, quick=False, progress=print):
-    """Everything for one thread count, in this process. TensorFlow's threads can be set
-    once per process only: call this at most once per process when TensorFlow is a peer."""
+def run_threads(threads, workloads, peer_names=None, quick=False, progress=print,
+                sgemm_n=2048):
+    """Everything for one thread count, in this process: workloads are names or ``Workload``
+    objects. TensorFlow's threads can be set once per process only: call this at most once
+    per process when TensorFlow is a peer. The thread settings of fastlstm and NumPy's BLAS
+    are restored afterwards."""
     settings = Settings(quick)
-    blas_control = limit_blas_threads(threads)
+    settings.sgemm_n = sgemm_n
+    fastlstm_threads = fastlstm.get_num_threads()
+    blas_control, restore_blas = limit_blas_threads(threads)
+    try:
+        return _run_threads(threads, workloads, peer_names, settings, progress, blas_control)
+    finally:
+        restore_blas()
+        fastlstm.set_num_threads(fastlstm_threads)
+
+
+def _run_threads(threads, workloads, peer_names, settings, progress, blas_control):
     peer_names = list(PEERS) if peer_names is None else ["fastlstm"] + [
         n for n in peer_names if n != "fastlstm"]
     peers, peer_info = [], {}

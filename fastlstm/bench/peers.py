@@ -95,12 +95,10 @@ class FastLSTM(Peer):
 
 
 class NumpyReference(Peer):
-    """fastlstm.reference in float32: NumPy + its BLAS, the input projection hoisted."""
+    """fastlstm.reference in float32: NumPy + its BLAS, the input projection hoisted (its
+    BLAS threads are capped by the harness, see ``limit_blas_threads``)."""
     name = "numpy"
     module = package = "numpy"
-
-    def setup(self, threads):
-        limit_blas_threads(threads)
 
     def build(self, case):
         layers, w = case.model._layers, case.workload
@@ -420,13 +418,14 @@ def _dist_version(name):
 
 def limit_blas_threads(threads):
     """Cap every BLAS/OpenMP pool NumPy and SciPy loaded (threadpoolctl when installed; the
-    worker process also starts with OPENBLAS_NUM_THREADS/OMP_NUM_THREADS set)."""
+    worker process also starts with OPENBLAS_NUM_THREADS/OMP_NUM_THREADS set).
+    Returns how, and a function that undoes it."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return "environment (OPENBLAS_NUM_THREADS) only"
-    threadpool_limits(threads, user_api="blas")
-    return "threadpoolctl"
+        return "the environment (OPENBLAS_NUM_THREADS) only", lambda: None
+    limits = threadpool_limits(threads, user_api="blas")
+    return "threadpoolctl", limits.restore_original_limits
 
 
 # fastlstm first: the others are checked against it.

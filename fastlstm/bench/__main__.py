@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from . import report
-from .harness import machine_info, run_threads
+from .harness import machine_info, package_root, run_threads
 from .peers import PEERS
 from .workloads import WORKLOADS
 
@@ -79,8 +79,7 @@ def _worker_env(threads):
         env[var] = str(threads)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("KERAS_BACKEND", "tensorflow")
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH")) if p)
     return env
 
 

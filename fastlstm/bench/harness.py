@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -44,6 +45,7 @@ class Settings:
         self.warmup = 1 if quick else 2
         self.rounds = 3 if quick else 7
         self.min_sample_s = 0.005 if quick else 0.02
+        self.settle_s = 0.05
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
 
@@ -62,23 +64,47 @@ def sgemm_gflops(n=2048, repeats=3):
     return 2 * n ** 3 / best / 1e9
 
 
+def sgemm_gflops_avx2(threads, n=2048, repeats=3):
+    """The same rate with OpenBLAS held to its AVX2 (Haswell) kernels, in a subprocess
+    (OPENBLAS_CORETYPE is read at load time): what a kernel limited to AVX2/FMA can aim at
+    on an AVX-512 machine. None where it does not apply or cannot be measured."""
+    if "avx512f" not in _cpu_flags():
+        return None
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OPENBLAS_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(p for p in (package_root(), os.environ.get("PYTHONPATH")) if p))
+    code = f"from fastlstm.bench.harness import sgemm_gflops; print(sgemm_gflops({n}, {repeats}))"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=300)
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def package_root():
+    """The directory that holds the fastlstm package being measured."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+
+
 def time_interleaved(calls, settings):
     """Median seconds per call of each callable, timed in alternating rounds.
 
     Each round times every callable once, in an order rotated round by round; a sample is
-    the mean over enough back-to-back calls to last ``min_sample_s``. One untimed call
-    precedes each sample so that the previous peer's spinning worker threads (OpenMP,
-    ONNX Runtime's pool) have gone idle and caches hold this peer's weights.
+    the mean over enough back-to-back calls to last ``min_sample_s``. A short call gets one
+    untimed call before its sample, so that the previous peer's spinning worker threads
+    (OpenMP, ONNX Runtime's pool) have gone idle and the caches hold this peer's weights;
+    a call longer than ``settle_s`` settles within itself.
     """
     keys = list(calls)
-    reps = {}
+    reps, settle = {}, {}
     for k in keys:
-        for _ in range(settings.warmup):
+        for _ in range(settings.warmup - 1):
             calls[k]()
         t0 = time.perf_counter()
         calls[k]()
         once = time.perf_counter() - t0
         reps[k] = max(1, math.ceil(settings.min_sample_s / max(once, 1e-7)))
+        settle[k] = once < settings.settle_s
     samples = {k: [] for k in keys}
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -87,7 +113,8 @@ def time_interleaved(calls, settings):
             shift = r % len(keys)
             for k in keys[shift:] + keys[:shift]:
                 fn, n = calls[k], reps[k]
-                fn()
+                if settle[k]:
+                    fn()
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
@@ -212,8 +239,11 @@ def evaluate_targets(result, sgemm):
         checks.append({"target": f"time / full-length time <= {max_varlen:g}", "value": value,
                        "pass": None if value is None else value <= max_varlen})
     err = result["error_vs_float64"]
+    peer_errors = [e["error_vs_float64"] for n, e in result["peers"].items()
+                   if n != "fastlstm" and e.get("status") == "ok"]
     checks.append({"target": f"max abs error vs float64 <= {ACCURACY_TARGET:g}", "value": err,
-                   "pass": err <= ACCURACY_TARGET})
+                   "pass": err <= ACCURACY_TARGET,
+                   "best_peer_error": min(peer_errors) if peer_errors else None})
     return checks
 
 
@@ -256,8 +286,12 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
     settings_used = {k: v for k, v in vars(settings).items()}
     progress(f"threads={threads}: peers "
              + ", ".join(f"{n} ({i['status']})" for n, i in peer_info.items()))
+    cpu_share = OtherProcessesCpu()
     sgemm = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
-    progress(f"  sgemm {settings.sgemm_n}^3 float32: {sgemm:.1f} GFLOP/s")
+    sgemm_avx2 = sgemm_gflops_avx2(threads, settings.sgemm_n, settings.sgemm_repeats)
+    progress(f"  sgemm {settings.sgemm_n}^3 float32: {sgemm:.1f} GFLOP/s"
+             + (f" (AVX2 kernels only: {sgemm_avx2:.1f})" if sgemm_avx2 else "")
+             )
     results = []
     for name in workloads:
         res = run_workload(name, peers, settings, progress)
@@ -266,9 +300,53 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
                 res["peers"][pname] = dict(info)
         res["targets"] = evaluate_targets(res, sgemm)
         results.append(res)
-    return {"threads": threads, "sgemm_gflops": sgemm, "blas_thread_control": blas_control,
+    return {"threads": threads, "sgemm_gflops": sgemm, "sgemm_avx2_gflops": sgemm_avx2,
+            "other_processes_cpu_fraction": cpu_share.fraction(),
+            "blas_thread_control": blas_control,
             "settings": settings_used, "peers": peer_info,
             "fastlstm_config": _fastlstm_config(), "workloads": results}
+
+
+class OtherProcessesCpu:
+    """How much of the machine's CPU time other processes took since construction: the
+    busy time of all CPUs (/proc/stat) less this process's and its children's own."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        own = os.times()
+        return (sum(fields[:8]) / tick, (sum(fields[:8]) - idle) / tick,
+                own.user + own.system + own.children_user + own.children_system)
+
+    def fraction(self):
+        """Share of all CPUs' time used by other processes, 0..1, or None (no /proc/stat)."""
+        end = self._snapshot()
+        if self.start is None or end is None:
+            return None
+        total = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return min(1.0, max(0.0, others / total)) if total > 0 else None
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
 
 
 def _fastlstm_config():
@@ -322,7 +400,7 @@ def machine_info():
 
 def git_commit():
     """The commit of the fastlstm source being measured ("+dirty" with local changes)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+    root = package_root()
     try:
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10)

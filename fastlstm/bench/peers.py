@@ -16,10 +16,13 @@ What is inside the timing and what is not:
 
 Frameworks are imported only by ``setup``; a peer that cannot be imported is "missing".
 """
+import contextlib
 import importlib
 import importlib.util
 import itertools
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -323,13 +326,17 @@ class TensorFlow(Peer):
     def setup(self, threads):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        import keras
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(f"keras runs on {keras.backend.backend()}, not tensorflow "
-                               "(set KERAS_BACKEND=tensorflow)")
+        # TensorFlow's C++ start-up notes (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL;
+        # they are held back and shown only if the set-up fails.
+        with _stderr_held_back():
+            import tensorflow as tf
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            import keras
+            if keras.backend.backend() != "tensorflow":
+                raise RuntimeError(f"keras runs on {keras.backend.backend()}, not tensorflow "
+                                   "(set KERAS_BACKEND=tensorflow)")
+            (tf.constant(1.0) + 1.0).numpy()   # the first op initialises the runtime
         self.tf, self.keras = tf, keras
 
     @staticmethod
@@ -406,6 +413,25 @@ class TensorFlow(Peer):
                 return forward(x, mask).numpy()
 
         return Bound(call, call)
+
+
+@contextlib.contextmanager
+def _stderr_held_back():
+    """Send file descriptor 2 to a temporary file; replay it if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _dist_version(name):

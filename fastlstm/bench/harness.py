@@ -46,6 +46,7 @@ class Settings:
         self.rounds = 3 if quick else 7
         self.min_sample_s = 0.005 if quick else 0.02
         self.settle_s = 0.05
+        self.idle_s = 0.02
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
 
@@ -91,7 +92,7 @@ def time_interleaved(calls, settings):
 
     Each round times every callable once, in an order rotated round by round; a sample is
     the mean over enough back-to-back calls to last ``min_sample_s``. A short call gets one
-    untimed call before its sample, so that the previous peer's spinning worker threads
+    untimed call before its sample; every sample starts after ``idle_s`` of sleep. Both so that the previous peer's spinning worker threads
     (OpenMP, ONNX Runtime's pool) have gone idle and the caches hold this peer's weights;
     a call longer than ``settle_s`` settles within itself.
     """
@@ -113,6 +114,7 @@ def time_interleaved(calls, settings):
             shift = r % len(keys)
             for k in keys[shift:] + keys[:shift]:
                 fn, n = calls[k], reps[k]
+                time.sleep(settings.idle_s)
                 if settle[k]:
                     fn()
                 t0 = time.perf_counter()
@@ -195,7 +197,9 @@ def run_workload(name, peers, settings, progress=print):
             entry.update(status="error", reason=_error_text(exc))
     result["error_vs_float64"] = result["peers"]["fastlstm"]["error_vs_float64"]
 
+    cpu_share = OtherProcessesCpu()
     timings = time_interleaved(calls, settings)
+    result["other_processes_cpu_fraction"] = cpu_share.fraction()
     for (peer_name, variant), t in timings.items():
         entry = result["peers"][peer_name]
         if variant == "main":
@@ -217,7 +221,9 @@ def run_workload(name, peers, settings, progress=print):
         result["ratio_vs_fastest"] = others[fastest]["ratio"]
     progress(f"  {w.name:12s} fastlstm {_fmt_time(fast_t)}"
              + "".join(f"  {n} x{e['ratio']:.2f}" for n, e in others.items())
-             + f"  err {result['error_vs_float64']:.1e}")
+             + f"  err {result['error_vs_float64']:.1e}"
+             + (f"  (others used {result['other_processes_cpu_fraction']:.0%} of the CPUs)"
+                if result["other_processes_cpu_fraction"] is not None else ""))
     return result
 
 

@@ -60,7 +60,8 @@ def _peers_in(results):
 def summary_table(run, peers):
     others = [p for p in peers if p != "fastlstm"]
     head = (["workload", "shape", "fastlstm"] + [f"{p} (ratio)" for p in others]
-            + ["fastest peer / fastlstm", "GFLOP/s (of sgemm)", "max err vs f64", "targets"])
+            + ["fastest peer / fastlstm", "GFLOP/s (of sgemm)", "max err vs f64", "targets",
+               "CPU used by others"])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w in run["workloads"]:
         fast = w["peers"]["fastlstm"]
@@ -70,7 +71,9 @@ def summary_table(run, peers):
         cells = [w["name"], w["shape"], _t(fast.get("time_s"))]
         cells += [_peer_cell(w["peers"].get(p, {"status": "missing"})) for p in others]
         cells += [best_cell, f"{gflops:.1f} ({gflops / run['sgemm_gflops']:.0%})",
-                  _e(w["error_vs_float64"]), _verdict(w["targets"])]
+                  _e(w["error_vs_float64"]), _verdict(w["targets"]),
+                  "-" if w.get("other_processes_cpu_fraction") is None
+                  else f"{w['other_processes_cpu_fraction']:.0%}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -235,7 +238,11 @@ METHOD = """\
 - Peers are timed in alternation: each round times every peer once, in an order rotated
   every round; a sample is the mean of back-to-back calls lasting at least the minimum
   sample time (hundreds of calls for a stream step), preceded by one untimed call so the
-  previous peer's spinning threads settle. The reported time is the median sample.
+  previous peer's spinning threads settle, after 20 ms of sleep in which the other
+  runtimes' thread pools park. The reported time is the median sample.
+- "CPU used by others": the share of all CPUs' time that other processes took while a
+  workload was timed (/proc/stat less this process); on a shared machine it explains
+  outliers, above all on all cores, where every step waits for a descheduled thread.
 - Inputs are prepared once in each peer's native layout outside the timing (time-major for
   ONNX Runtime and PyTorch, a `tf.Tensor` for TensorFlow); outputs become NumPy arrays
   inside the timing. PyTorch packs and unpacks padded batches inside the timing

@@ -118,7 +118,7 @@ def main(argv=None):
         "meta": {**machine_info(), "mode": "quick" if args.quick else "full",
                  "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
                  "wall_s": round(time.time() - started, 1),
-                 "command": "python -m fastlstm.bench " + " ".join(sys.argv[1:] if argv is None else argv)},
+                 "command": " ".join(["python -m fastlstm.bench"] + (sys.argv[1:] if argv is None else argv))},
         "runs": runs,
     }
     out = args.out or os.path.join("bench", "quick" if args.quick else "")

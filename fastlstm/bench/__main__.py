@@ -1,0 +1,133 @@
+"""``python -m fastlstm.bench [--quick] [--threads 1,2] [--workloads a,b] [--peers p,q] [--out DIR]``
+
+Runs the workloads of shared/BENCH.md against every installed peer, once per thread count,
+each thread count in a fresh worker process (TensorFlow sizes its thread pools once per
+process; a fresh process also leaves no other runtime's threads behind), then writes
+RESULTS.md, results.json and the plots into DIR and prints the table.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import report
+from .harness import machine_info, package_root, run_threads
+from .peers import PEERS
+from .workloads import WORKLOADS
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _csv(text, allowed, what):
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if s not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(bad) or '(none given)'}; expected some of {', '.join(allowed)}")
+    return items
+
+
+def _threads(text):
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--threads takes positive integers like 1,2; got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def parse_args(argv):
+    cores = _usable_cpus()
+    ap = argparse.ArgumentParser(prog="python -m fastlstm.bench", description=__doc__.split("\n\n")[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: fewer repeats, a shorter `large` (under a minute without peers)")
+    ap.add_argument("--threads", type=_threads, default=sorted({1, cores}),
+                    help=f"comma-separated thread counts (default 1,{cores}: one and all cores)")
+    ap.add_argument("--workloads", type=lambda s: _csv(s, list(WORKLOADS), "workload"),
+                    default=list(WORKLOADS), help="comma-separated, default all: " + ", ".join(WORKLOADS))
+    ap.add_argument("--peers", type=lambda s: _csv(s, list(PEERS), "peer"), default=list(PEERS),
+                    help="comma-separated, default all: " + ", ".join(PEERS))
+    ap.add_argument("--out", default=None,
+                    help="directory for RESULTS.md, results.json and plots "
+                         "(default bench/, or bench/quick/ with --quick)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run in this process instead of a worker per thread count "
+                         "(one thread count only when TensorFlow is a peer)")
+    ap.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _worker_env(threads):
+    env = dict(os.environ)
+    # Every runtime that reads these starts at the thread count under test; each peer's
+    # setup sets its own count explicitly as well.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _run_worker(args, threads):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run.json")
+        cmd = [sys.executable, "-m", "fastlstm.bench", "--worker", out, "--threads", str(threads),
+               "--workloads", ",".join(args.workloads), "--peers", ",".join(args.peers)]
+        if args.quick:
+            cmd.append("--quick")
+        proc = subprocess.run(cmd, env=_worker_env(threads))
+        if proc.returncode or not os.path.exists(out):
+            raise SystemExit(f"the worker for {threads} thread(s) failed (exit {proc.returncode})")
+        with open(out) as fh:
+            return json.load(fh)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        run = run_threads(args.threads[0], args.workloads, args.peers, args.quick, _log)
+        with open(args.worker, "w") as fh:
+            json.dump(run, fh)
+        return 0
+    if args.in_process and len(args.threads) > 1 and "tensorflow" in args.peers:
+        raise SystemExit("--in-process runs one thread count when tensorflow is a peer "
+                         "(its thread pools are sized once per process)")
+    started = time.time()
+    runs = []
+    for threads in args.threads:
+        if args.in_process:
+            runs.append(run_threads(threads, args.workloads, args.peers, args.quick, _log))
+        else:
+            runs.append(_run_worker(args, threads))
+    results = {
+        "meta": {**machine_info(), "mode": "quick" if args.quick else "full",
+                 "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+                 "wall_s": round(time.time() - started, 1),
+                 "command": " ".join(["python -m fastlstm.bench"] + (sys.argv[1:] if argv is None else argv))},
+        "runs": runs,
+    }
+    out = args.out or os.path.join("bench", "quick" if args.quick else "")
+    written = report.write_all(results, out)
+    print(report.markdown(results, summary_only=args.quick))
+    for path in written:
+        _log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

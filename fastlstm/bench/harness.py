@@ -1,0 +1,420 @@
+"""Timing, agreement checks and machine facts for one thread count in one process.
+
+``run_threads`` is what a worker process runs: it sets every peer's thread count, measures
+the machine's sgemm rate, then for each workload builds all peers from the same model and
+inputs, checks their outputs against fastlstm's and times them in alternation.
+"""
+import gc
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import fastlstm
+from fastlstm import reference
+
+from .peers import PEERS, limit_blas_threads
+from .workloads import Workload, make_case, valid_mask, workload
+
+AGREEMENT_TOLERANCE = 1e-4       # a peer further than this from fastlstm is flagged
+ACCURACY_TARGET = 3e-7           # fastlstm vs the float64 reference (BENCH.md)
+
+TARGETS = {
+    # workload: (min ratio vs the fastest peer, min fraction of sgemm rate, max varlen/full)
+    "stream_step": (2.0, None, None),
+    "seq_latency": (1.25, None, None),
+    "batch": (1.0, 0.9, None),
+    "large": (1.0, 0.9, None),
+    "deepbench": (1.0, None, None),
+    "stack": (1.0, None, None),
+    "varlen": (1.5, None, 0.55),
+}
+SGEMM_TARGET_NOTE = ("the 90%-of-sgemm target is applied where the shape allows it: batch and "
+                     "large (batch >= 32); deepbench (batch 4) and stack (batch 16, hidden 256) "
+                     "are bound by streaming the recurrent weights, their fraction is reported only")
+
+
+class Settings:
+    def __init__(self, quick):
+        self.quick = quick
+        self.warmup = 1 if quick else 2
+        self.rounds = 3 if quick else 7
+        self.min_sample_s = 0.005 if quick else 0.02
+        self.settle_s = 0.05
+        self.idle_s = 0.02
+        self.sgemm_n = 2048
+        self.sgemm_repeats = 2 if quick else 5
+
+
+def sgemm_gflops(n=2048, repeats=3):
+    """The machine's float32 matmul rate through NumPy's BLAS, GFLOP/s (best of repeats)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def sgemm_gflops_avx2(threads, n=2048, repeats=3):
+    """The same rate with OpenBLAS held to its AVX2 (Haswell) kernels, in a subprocess
+    (OPENBLAS_CORETYPE is read at load time): what a kernel limited to AVX2/FMA can aim at
+    on an AVX-512 machine. None where it does not apply or cannot be measured."""
+    if "avx512f" not in _cpu_flags():
+        return None
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OPENBLAS_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(p for p in (package_root(), os.environ.get("PYTHONPATH")) if p))
+    code = f"from fastlstm.bench.harness import sgemm_gflops; print(sgemm_gflops({n}, {repeats}))"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=300)
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def package_root():
+    """The directory that holds the fastlstm package being measured."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+
+
+def time_interleaved(calls, settings):
+    """Median seconds per call of each callable, timed in alternating rounds.
+
+    Each round times every callable once, in an order rotated round by round; a sample is
+    the mean over enough back-to-back calls to last ``min_sample_s``. A short call gets one
+    untimed call before its sample; every sample starts after ``idle_s`` of sleep. Both so that the previous peer's spinning worker threads
+    (OpenMP, ONNX Runtime's pool) have gone idle and the caches hold this peer's weights;
+    a call longer than ``settle_s`` settles within itself.
+    """
+    keys = list(calls)
+    reps, settle = {}, {}
+    for k in keys:
+        for _ in range(settings.warmup - 1):
+            calls[k]()
+        t0 = time.perf_counter()
+        calls[k]()
+        once = time.perf_counter() - t0
+        reps[k] = max(1, math.ceil(settings.min_sample_s / max(once, 1e-7)))
+        settle[k] = once < settings.settle_s
+    samples = {k: [] for k in keys}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(settings.rounds):
+            shift = r % len(keys)
+            for k in keys[shift:] + keys[:shift]:
+                fn, n = calls[k], reps[k]
+                time.sleep(settings.idle_s)
+                if settle[k]:
+                    fn()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                samples[k].append((time.perf_counter() - t0) / n)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {k: {"median_s": statistics.median(v), "samples_s": v, "calls_per_sample": reps[k]}
+            for k, v in samples.items()}
+
+
+def _float64_reference(case):
+    layers = case.model._layers
+    if case.workload.stream:
+        y, _ = reference.lstm(layers, case.x.transpose(1, 0, 2))   # steps as time
+        return y.transpose(1, 0, 2)
+    y, _ = reference.lstm(layers, case.x, lengths=case.lengths)
+    return y
+
+
+def _masked(case, y):
+    y = np.asarray(y, np.float64)
+    if case.workload.stream or case.lengths is None:
+        return y
+    return np.where(valid_mask(case), y, 0.0)
+
+
+def _max_abs(a, b):
+    if a.shape != b.shape:
+        raise ValueError(f"output shape {a.shape}, expected {b.shape}")
+    if not np.all(np.isfinite(a)):
+        return math.inf
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def _error_text(exc):
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text.splitlines()[0][:300]
+
+
+def run_workload(name, peers, settings, progress=print):
+    """Check and time one workload (a name or a ``Workload``) for the given, set-up peers;
+    fastlstm must be first."""
+    w = name if isinstance(name, Workload) else workload(name, quick=settings.quick)
+    case = make_case(w)
+    ref = _float64_reference(case)
+    result = {"name": w.name, "shape": w.shape, "about": w.about, "batch": w.batch,
+              "time": w.time, "input": w.input_size, "hidden": w.hidden_size,
+              "layers": w.num_layers, "bidirectional": w.bidirectional,
+              "flops": w.flops(case.lengths), "peers": {}}
+    if case.lengths is not None:
+        result["mean_length_fraction"] = float(np.mean(case.lengths) / w.time)
+        result["full_length_flops"] = w.flops()
+    full_case = None
+    if w.name == "varlen":
+        full_case = make_case(w)
+        full_case.lengths = None
+
+    calls, fast_out = {}, None
+    for peer in peers:
+        entry = result["peers"].setdefault(peer.name, {})
+        try:
+            bound = peer.build(case)
+            out = _masked(case, bound.outputs())
+            entry["error_vs_float64"] = _max_abs(out, ref)
+            if fast_out is None:
+                fast_out = out
+            entry["max_abs_diff_vs_fastlstm"] = _max_abs(out, fast_out)
+            entry["flagged"] = not entry["max_abs_diff_vs_fastlstm"] <= AGREEMENT_TOLERANCE
+            calls[(peer.name, "main")] = bound.call
+            if full_case is not None:
+                calls[(peer.name, "full")] = peer.build(full_case).call
+            entry["status"] = "ok"
+        except Exception as exc:  # a peer that fails is reported, and the run goes on
+            if peer.name == "fastlstm":
+                raise
+            entry.clear()
+            entry.update(status="error", reason=_error_text(exc))
+    result["error_vs_float64"] = result["peers"]["fastlstm"]["error_vs_float64"]
+
+    cpu_share = OtherProcessesCpu()
+    timings = time_interleaved(calls, settings)
+    result["other_processes_cpu_fraction"] = cpu_share.fraction()
+    for (peer_name, variant), t in timings.items():
+        entry = result["peers"][peer_name]
+        if variant == "main":
+            entry.update(time_s=t["median_s"], samples_s=t["samples_s"],
+                         calls_per_sample=t["calls_per_sample"],
+                         gflops=result["flops"] / t["median_s"] / 1e9)
+        else:
+            entry["full_length_time_s"] = t["median_s"]
+    fast_t = result["peers"]["fastlstm"]["time_s"]
+    for entry in result["peers"].values():
+        if "time_s" in entry:
+            entry["ratio"] = entry["time_s"] / fast_t
+            if "full_length_time_s" in entry:
+                entry["full_length_fraction"] = entry["time_s"] / entry["full_length_time_s"]
+    others = {n: e for n, e in result["peers"].items() if n != "fastlstm" and "time_s" in e}
+    if others:
+        fastest = min(others, key=lambda n: others[n]["time_s"])
+        result["fastest_peer"] = fastest
+        result["ratio_vs_fastest"] = others[fastest]["ratio"]
+    progress(f"  {w.name:12s} fastlstm {_fmt_time(fast_t)}"
+             + "".join(f"  {n} x{e['ratio']:.2f}" for n, e in others.items())
+             + f"  err {result['error_vs_float64']:.1e}"
+             + (f"  (others used {result['other_processes_cpu_fraction']:.0%} of the CPUs)"
+                if result["other_processes_cpu_fraction"] is not None else ""))
+    return result
+
+
+def evaluate_targets(result, sgemm):
+    """Pass/fail of each BENCH.md target for one workload result."""
+    min_ratio, min_sgemm, max_varlen = TARGETS.get(result["name"], (None, None, None))
+    fast = result["peers"]["fastlstm"]
+    checks = []
+    if min_ratio is not None:
+        value = result.get("ratio_vs_fastest")
+        checks.append({"target": f"fastest peer / fastlstm >= {min_ratio:g}", "value": value,
+                       "pass": None if value is None else value >= min_ratio})
+    if min_sgemm is not None:
+        value = fast["gflops"] / sgemm
+        checks.append({"target": f"GFLOP/s >= {min_sgemm:.0%} of sgemm", "value": value,
+                       "pass": value >= min_sgemm})
+    if max_varlen is not None:
+        value = fast.get("full_length_fraction")
+        checks.append({"target": f"time / full-length time <= {max_varlen:g}", "value": value,
+                       "pass": None if value is None else value <= max_varlen})
+    err = result["error_vs_float64"]
+    peer_errors = [e["error_vs_float64"] for n, e in result["peers"].items()
+                   if n != "fastlstm" and e.get("status") == "ok"]
+    checks.append({"target": f"max abs error vs float64 <= {ACCURACY_TARGET:g}", "value": err,
+                   "pass": err <= ACCURACY_TARGET,
+                   "best_peer_error": min(peer_errors) if peer_errors else None})
+    return checks
+
+
+def run_threads(threads, workloads, peer_names=None, quick=False, progress=print,
+                sgemm_n=2048):
+    """Everything for one thread count, in this process: workloads are names or ``Workload``
+    objects. TensorFlow's threads can be set once per process only: call this at most once
+    per process when TensorFlow is a peer. The thread settings of fastlstm and NumPy's BLAS
+    are restored afterwards."""
+    settings = Settings(quick)
+    settings.sgemm_n = sgemm_n
+    fastlstm_threads = fastlstm.get_num_threads()
+    blas_control, restore_blas = limit_blas_threads(threads)
+    try:
+        return _run_threads(threads, workloads, peer_names, settings, progress, blas_control)
+    finally:
+        restore_blas()
+        fastlstm.set_num_threads(fastlstm_threads)
+
+
+def _run_threads(threads, workloads, peer_names, settings, progress, blas_control):
+    peer_names = list(PEERS) if peer_names is None else ["fastlstm"] + [
+        n for n in peer_names if n != "fastlstm"]
+    peers, peer_info = [], {}
+    for name in peer_names:
+        if name not in PEERS:
+            raise ValueError(f"unknown peer {name!r}; expected one of {', '.join(PEERS)}")
+        peer = PEERS[name]
+        if not peer.available():
+            peer_info[name] = {"status": "missing", "reason": f"{peer.module} is not installed"}
+            continue
+        try:
+            peer.setup(threads)
+            peer_info[name] = {"status": "ok", "version": peer.version()}
+            peers.append(peer)
+        except Exception as exc:
+            if name == "fastlstm":
+                raise
+            peer_info[name] = {"status": "missing", "reason": _error_text(exc)}
+    settings_used = {k: v for k, v in vars(settings).items()}
+    progress(f"threads={threads}: peers "
+             + ", ".join(f"{n} ({i['status']})" for n, i in peer_info.items()))
+    cpu_share = OtherProcessesCpu()
+    sgemm = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
+    sgemm_avx2 = sgemm_gflops_avx2(threads, settings.sgemm_n, settings.sgemm_repeats)
+    progress(f"  sgemm {settings.sgemm_n}^3 float32: {sgemm:.1f} GFLOP/s"
+             + (f" (AVX2 kernels only: {sgemm_avx2:.1f})" if sgemm_avx2 else "")
+             )
+    results = []
+    for name in workloads:
+        res = run_workload(name, peers, settings, progress)
+        for pname, info in peer_info.items():
+            if info["status"] != "ok":
+                res["peers"][pname] = dict(info)
+        res["targets"] = evaluate_targets(res, sgemm)
+        results.append(res)
+    return {"threads": threads, "sgemm_gflops": sgemm, "sgemm_avx2_gflops": sgemm_avx2,
+            "other_processes_cpu_fraction": cpu_share.fraction(),
+            "blas_thread_control": blas_control,
+            "settings": settings_used, "peers": peer_info,
+            "fastlstm_config": _fastlstm_config(), "workloads": results}
+
+
+class OtherProcessesCpu:
+    """How much of the machine's CPU time other processes took since construction: the
+    busy time of all CPUs (/proc/stat) less this process's and its children's own."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        own = os.times()
+        return (sum(fields[:8]) / tick, (sum(fields[:8]) - idle) / tick,
+                own.user + own.system + own.children_user + own.children_system)
+
+    def fraction(self):
+        """Share of all CPUs' time used by other processes, 0..1, or None (no /proc/stat)."""
+        end = self._snapshot()
+        if self.start is None or end is None:
+            return None
+        total = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return min(1.0, max(0.0, others / total)) if total > 0 else None
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def _fastlstm_config():
+    from fastlstm import runtime
+    return runtime.config()
+
+
+def _fmt_time(s):
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+SIMD_FLAGS = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+              "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "neon", "asimd"]
+
+
+def machine_info():
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and cpu in ("", platform.machine(), platform.processor()):
+                    cpu = value.strip()
+                elif key in ("flags", "Features"):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    import scipy
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "simd": [f for f in SIMD_FLAGS if f in flags],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "fastlstm": fastlstm.__version__,
+        "commit": git_commit(),
+    }
+
+
+def git_commit():
+    """The commit of the fastlstm source being measured ("+dirty" with local changes)."""
+    root = package_root()
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "csrc",
+                                "fastlstm", "setup.py"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"

@@ -1,0 +1,45 @@
+"""The benchmark harness end to end on miniature workloads: real numbers come out, fastlstm
+agrees with the float64 reference, and the report renders. NumPy is the only peer (no
+framework needed)."""
+import json
+import math
+
+import numpy as np
+
+from fastlstm.bench import report
+from fastlstm.bench.harness import machine_info, run_threads
+from fastlstm.bench.workloads import Workload
+
+MINI = [
+    Workload("mini_varlen", batch=3, time=5, input_size=4, hidden_size=6, num_layers=2,
+             bidirectional=True, with_lengths=True),
+    Workload("mini_stream", batch=1, time=1, input_size=4, hidden_size=6, stream=True),
+]
+
+
+def test_harness_on_miniature_workloads(tmp_path):
+    run = run_threads(1, MINI, ["numpy"], quick=True, progress=lambda msg: None, sgemm_n=128)
+    assert run["threads"] == 1 and run["sgemm_gflops"] > 0
+    assert [w["name"] for w in run["workloads"]] == ["mini_varlen", "mini_stream"]
+    for w in run["workloads"]:
+        assert w["error_vs_float64"] < 3e-7
+        assert w["flops"] > 0
+        for name in ("fastlstm", "numpy"):
+            entry = w["peers"][name]
+            assert entry["status"] == "ok"
+            for key in ("time_s", "gflops", "ratio", "error_vs_float64", "max_abs_diff_vs_fastlstm"):
+                assert isinstance(entry[key], float) and math.isfinite(entry[key]), (name, key)
+            assert entry["time_s"] > 0 and not entry["flagged"]
+        assert w["fastest_peer"] == "numpy" and w["ratio_vs_fastest"] > 0
+        assert any("error vs float64" in c["target"] and c["pass"] for c in w["targets"])
+    varlen = run["workloads"][0]
+    assert 0 < varlen["mean_length_fraction"] <= 1
+
+    results = {"meta": {**machine_info(), "mode": "quick", "date_utc": "now", "wall_s": 0.0,
+                        "command": "test"}, "runs": [run]}
+    results["runs"][0]["workloads"][0]["peers"]["torch"] = {"status": "missing",
+                                                            "reason": "torch is not installed"}
+    text = report.markdown(results)
+    assert "mini_varlen" in text and "missing" in text
+    json.loads(json.dumps(results, default=float))
+    np.testing.assert_equal(report.markdown(results, summary_only=True).count("mini_"), 2)

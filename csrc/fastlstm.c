@@ -345,7 +345,10 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
             while (active > 0 && s->lengths[s->order[active - 1]] <= step) active--;
         if (active == 0) break;
         if (by_rows) {
-            w.q0 = 0, w.q1 = blocks, w.g0 = tid, w.gstep = nth;
+            /* the owner of row group 0 takes a lone last row (gate_work's paired mode, where
+             * q counts pairs of blocks) */
+            if (active == 1) w.q0 = 0, w.q1 = tid == 0 ? (blocks + 1) / 2 : 0, w.g0 = 0, w.gstep = 1;
+            else w.q0 = 0, w.q1 = blocks, w.g0 = tid, w.gstep = nth;
         } else {
             my_range(active == 1 ? (blocks + 1) / 2 : blocks, tid, nth, &a, &b);
             w.q0 = (int)a, w.q1 = (int)b, w.g0 = 0, w.gstep = 1;
@@ -357,7 +360,7 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
                 my_range(out_blocks, tid, nth, &a, &b);
                 w.q0 = (int)a, w.q1 = (int)b;
             } else {
-                w.q1 = out_blocks;
+                w.q0 = 0, w.q1 = out_blocks, w.g0 = tid, w.gstep = nth;
             }
             projection_work(cx, step, active, h_next, w);
         }

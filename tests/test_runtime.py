@@ -41,3 +41,24 @@ def test_show_config_reports_the_runtime(capsys):
     assert cfg["version"] == fastlstm.__version__ in out
     assert "OpenMP" in out and "BLAS" in out and "SIMD" in out
     assert cfg["threads"] == fastlstm.get_num_threads()
+
+
+@pytest.mark.parametrize("proj_size", [0, 5])
+def test_row_split_with_one_sequence_left(proj_size):
+    """Large batches split by rows; when one sequence outlives the rest, its last steps run
+    alone (the one-row kernel) on one thread: same bits as one thread, and nothing else
+    touched."""
+    model = fastlstm.LSTM(16, 64, proj_size=proj_size, seed=0)
+    x = random_input(model, 32, 40)
+    lengths = np.full(32, 5)
+    lengths[7] = 40
+    results = []
+    for n in (1, 2, 3):
+        fastlstm.set_num_threads(n)
+        results.append(model(x, lengths=lengths))
+    for y, (h, c) in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(h, results[0][1][0])
+        np.testing.assert_array_equal(c, results[0][1][1])
+    y_ref, _ = fastlstm.reference.run(model, x, lengths=lengths)
+    np.testing.assert_allclose(results[0][0], y_ref, atol=2e-6, rtol=2e-5)

@@ -9,8 +9,9 @@ __version__ = "0.1.0"
 
 from . import reference
 from .models import LSTM, LSTMCell
+from .pool import StreamPool
 from .runtime import get_num_threads, set_num_threads, show_config
 from .streams import Stream
 
-__all__ = ["LSTM", "LSTMCell", "Stream", "get_num_threads", "set_num_threads", "show_config",
-           "reference", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "Stream", "StreamPool", "get_num_threads", "set_num_threads",
+           "show_config", "reference", "__version__"]

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from ._checks import float_array
-from .models import _Stack
+from ._checks import check_shape, float_array
+from .models import LSTMCell, _Stack
 
 _MIN_CAPACITY = 8  # slots allocated up front; the slabs double when more streams are open
 
@@ -29,8 +29,9 @@ _MIN_CAPACITY = 8  # slots allocated up front; the slabs double when more stream
 class StreamPool:
     """Independent streams over one unidirectional model, stepped together.
 
-    ``open(key, state=None)`` starts a stream from zeros or from ``state`` (``(h, c)`` shaped
-    like the model's ``h_n, c_n`` for a batch of 1, e.g. what ``close`` returned);
+    ``open(key, state=None)`` starts a stream from zeros or from ``state``, a pair ``(h, c)``
+    shaped like the model's own states for a batch of 1 (an LSTM's ``h_n, c_n``, an
+    LSTMCell's ``(h, c)``), e.g. what ``close`` returned;
     ``step({key: x_t, ...})`` advances the given streams by one step and returns
     ``{key: y_t}``; ``close(key)`` ends a stream and returns its final ``(h, c)``.
     ``x_t`` is ``(input_size,)`` or ``(1, input_size)``; ``y_t`` has the same number of
@@ -83,14 +84,43 @@ class StreamPool:
         except TypeError:
             raise TypeError(f"{caller}: key must be hashable, got {type(key).__name__}") from None
         if slot is None:
-            raise ValueError(f"{caller}: stream {key!r} is not open (call open({key!r}) first; "
-                             f"{len(self._slots)} streams are open)")
+            raise self._not_open(key, caller)
         return slot
 
-    def _packed_state(self, slot):
+    def _not_open(self, key, caller):
+        return ValueError(f"{caller}: stream {key!r} is not open (call open({key!r}) first; "
+                          f"{len(self._slots)} streams are open)")
+
+    def _initial_state(self, key, state):
+        """A user state for one stream as per-(layer, direction) (1, features) arrays."""
         model = self._model
-        return model._pack([h[slot:slot + 1].copy() for h in self._h],
-                           [c[slot:slot + 1].copy() for c in self._c])
+        name = f"open({key!r}): state"
+        if not isinstance(model, LSTMCell):
+            return model._state_lists(state, 1, name, against="a StreamPool stream")
+        # A cell's state is (batch, features), as cell(x_t, state) takes it.
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} must be a pair (h, c), got {type(state).__name__}")
+        h, c = (float_array(v, f"{name} {label}") for v, label in zip(state, "hc"))
+        check_shape(h, f"{name} h", (1, model.output_size), "(1, output_size)")
+        check_shape(c, f"{name} c", (1, model.hidden_size), "(1, hidden_size)")
+        return [h], [c]
+
+    def _packed_state(self, slot):
+        """Copies of one stream's state, shaped as the model's own states for a batch of 1."""
+        hs = [h[slot:slot + 1].copy() for h in self._h]
+        cs = [c[slot:slot + 1].copy() for c in self._c]
+        if isinstance(self._model, LSTMCell):
+            return hs[0], cs[0]
+        return self._model._pack(hs, cs)
+
+    def _input_row(self, key, x_t):
+        """x_t as a float32 (input_size,) or (1, input_size) array, or an error naming `key`."""
+        x_t = float_array(x_t, f"step: x_t for stream {key!r}")
+        width = self._model.input_size
+        if x_t.shape != (width,) and x_t.shape != (1, width):
+            raise ValueError(f"step: x_t for stream {key!r} must have shape (input_size,) = "
+                             f"({width},) or (1, {width}), got {x_t.shape}")
+        return x_t
 
     # public API -------------------------------------------------------------------------
     @property
@@ -118,8 +148,7 @@ class StreamPool:
         except TypeError:
             raise TypeError(f"open: key must be hashable, got {type(key).__name__}") from None
         if state is not None:
-            h0, c0 = self._model._state_lists(state, 1, f"open({key!r}): state",
-                                              against="a StreamPool stream")
+            h0, c0 = self._initial_state(key, state)
         with self._lock:
             if key in self._slots:
                 raise ValueError(f"open: stream {key!r} is already open; close({key!r}) it "
@@ -162,21 +191,23 @@ class StreamPool:
         model = self._model
         width = model.input_size
         with self._lock:
-            rows, x = self._rows, self._x
+            slots = self._slots
+            try:
+                self._rows[:n] = [slots[key] for key in inputs]
+            except KeyError:
+                unknown = next(key for key in inputs if key not in slots)
+                raise self._not_open(unknown, "step") from None
+            x = self._x
             matrices = None  # positions of inputs given as (1, input_size)
             for i, (key, x_t) in enumerate(inputs.items()):
-                rows[i] = self._slot(key, "step")
-                if not (type(x_t) is np.ndarray and x_t.dtype.kind == "f"):
-                    x_t = float_array(x_t, f"step: x_t for stream {key!r}")
-                if x_t.shape != (width,):
-                    if x_t.shape != (1, width):
-                        raise ValueError(f"step: x_t for stream {key!r} must have shape "
-                                         f"(input_size,) = ({width},) or (1, {width}), "
-                                         f"got {x_t.shape}")
-                    matrices = (matrices or []) + [i]
-                    x_t = x_t[0]
+                if not (type(x_t) is np.ndarray and x_t.shape == (width,)
+                        and x_t.dtype.kind == "f"):
+                    x_t = self._input_row(key, x_t)
+                    if x_t.ndim == 2:
+                        matrices = (matrices or []) + [i]
+                        x_t = x_t[0]
                 x[i] = x_t
-            live = rows[:n]
+            live = self._rows[:n]
             h_batch = [h[:n] for h in self._h_batch]
             c_batch = [c[:n] for c in self._c_batch]
             for slab, batch in zip(self._h + self._c, h_batch + c_batch):

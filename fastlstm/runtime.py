@@ -5,9 +5,13 @@ OpenBLAS that SciPy ships. ``set_num_threads(n)`` sets both, so the two never ov
 the cores. Importing fastlstm changes no thread setting of SciPy's OpenBLAS; only an explicit
 ``set_num_threads`` does.
 
-Fork safety: GNU libgomp's thread pool does not survive ``fork()``. A child forked after the
-parent ran a parallel region runs fastlstm single-threaded (``get_num_threads() == 1``); a
-child forked before that keeps the parent's setting.
+Fork safety: GNU libgomp's thread pool does not survive ``fork()``: a child that enters a
+parallel region after its parent ran one hangs. So a child forked after the parent ran a
+parallel region runs fastlstm's kernels on one thread (``get_num_threads() == 1``, and
+``set_num_threads`` cannot raise it there); a child forked before that keeps the parent's
+setting. The matrix products run in OpenBLAS, whose own thread pool is fork-safe: a child
+keeps the parent's BLAS thread count until it calls ``set_num_threads`` (which then sets BLAS
+to one thread too).
 """
 import ctypes
 import os
@@ -73,7 +77,9 @@ def get_num_threads():
 
 
 def _after_fork_in_child():
-    global _forked_after_parallel, _num_threads
+    global _forked_after_parallel, _num_threads, _lock
+    # Another thread of the parent may have held the lock at the fork; none runs here.
+    _lock = threading.Lock()
     if _core.runtime_facts()["openmp_used_in_parallel"]:
         _forked_after_parallel = True
         _num_threads = 1

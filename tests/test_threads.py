@@ -107,10 +107,13 @@ def speedup(work, rounds=3):
 
 def test_two_threads_run_in_parallel(threads_setting):
     """With one kernel thread each, two Python threads beat one thread doing the same calls in
-    turn: the GIL is released while the kernel computes. A GIL held during the computation
-    gives about 1x. Other processes share this machine, so a round that falls short is
-    measured again, and when the machine cannot run even two GIL-free threads (hashlib over
-    large buffers) in parallel at the time, there is nothing to measure and the test says so."""
+    turn: the GIL is released while the kernel computes (a GIL held there gives about 1x).
+
+    Other processes share this machine and can take a core away at any moment. So each round
+    brackets the measurement with a probe of the machine itself, two threads hashing large
+    buffers (hashlib releases the GIL): a round counts against fastlstm only when the probe
+    found two free cores both before and after it. When no round saw a free machine, there is
+    nothing to measure and the test says so with the numbers."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two cores")
     fastlstm.set_num_threads(1)
@@ -127,16 +130,16 @@ def test_two_threads_run_in_parallel(threads_setting):
         hashlib.sha256(data).digest()
 
     infer()   # warm up the code paths and the allocator
-    rounds = []
-    for _ in range(3):
-        rounds.append((speedup(infer), speedup(digest)))
-        if rounds[-1][0] > 1.3:
+    rounds, failed_on_free_machine = [], []
+    for _ in range(4):
+        before, ours, after = speedup(digest), speedup(infer), speedup(digest)
+        rounds.append((round(before, 2), round(ours, 2), round(after, 2)))
+        if ours > 1.3:
             return
-    ours, machine = max(r for r, _ in rounds), max(m for _, m in rounds)
-    if machine < 1.3:
-        pytest.skip(f"two GIL-free threads ran only {machine:.2f}x faster than one on this "
-                    f"machine right now (other load); fastlstm: {ours:.2f}x. Rounds "
-                    f"(fastlstm, hashlib): {rounds}")
-    assert ours > 1.3, (f"two threads ran fastlstm only {ours:.2f}x faster, while the machine "
-                        f"ran hashlib up to {machine:.2f}x faster. "
-                        f"Rounds (fastlstm, hashlib): {rounds}")
+        if min(before, after) >= 1.6:
+            failed_on_free_machine.append(ours)
+    assert not failed_on_free_machine, (
+        f"two threads ran fastlstm only {max(failed_on_free_machine):.2f}x faster than one "
+        f"while the machine had two free cores; rounds (probe, fastlstm, probe): {rounds}")
+    pytest.skip(f"the machine never had two free cores around a measurement (other load); "
+                f"rounds (probe, fastlstm, probe): {rounds}")

@@ -1,4 +1,4 @@
-"""Serving many independent streams: ``StreamPool`` steps every stream that has input as one batch.
+"""Serving many independent streams: ``StreamPool`` steps all streams given input as one batch.
 
 Each stream (one user, one device, one session) is one sequence with its own state. Streams
 open and close at any step and may skip steps; a step gathers the states of the streams it is
@@ -34,8 +34,9 @@ class StreamPool:
     LSTMCell's ``(h, c)``), e.g. what ``close`` returned;
     ``step({key: x_t, ...})`` advances the given streams by one step and returns
     ``{key: y_t}``; ``close(key)`` ends a stream and returns its final ``(h, c)``.
-    ``x_t`` is ``(input_size,)`` or ``(1, input_size)``; ``y_t`` has the same number of
-    dimensions with ``num_directions * output_size`` features. Keys are any hashable values.
+    ``x_t`` is ``(input_size,)`` or ``(1, input_size)``; ``y_t`` is ``(output_size,)`` or
+    ``(1, output_size)`` to match. Keys are any hashable values. The slabs grow to the largest
+    number of streams open at once and keep that size.
     """
 
     def __init__(self, lstm):

@@ -32,7 +32,8 @@ def test_batch_scoring_on_a_local_cluster():
             distributed.Client(cluster) as client:
         client.run(fastlstm.set_num_threads, 1)   # one kernel thread per worker process
         shipped = client.scatter(model, broadcast=True)
-        results = client.gather(client.map(score, [shipped] * len(chunks), chunks))
+        parts = client.scatter(chunks)
+        results = client.gather(client.map(score, [shipped] * len(parts), parts))
         worker_pids = set(client.run(os.getpid).values())
     assert len(worker_pids) == 2 and os.getpid() not in worker_pids
     assert {pid for _, _, pid in results} <= worker_pids

@@ -169,14 +169,15 @@ class _Stack:
                              f"{state.get('format') if isinstance(state, dict) else state!r}")
         layers = []
         for k, entry in enumerate(state["layers"]):
-            hidden = entry["hidden_size"]
+            input_size, hidden = check_sizes(entry["input_size"], entry["hidden_size"])
             directions = [{name: np.frombuffer(data, "<f4").reshape(shape)
                            for name, (shape, data) in params.items()}
                           for params in entry["directions"]]
-            layers.append(make_layer(entry["input_size"], hidden,
+            layers.append(make_layer(input_size, hidden,
                                      CellOptions.from_dict(entry["options"], hidden),
                                      directions, where=f"pickled layer {k}"))
-        self._setup(layers, state["bidirectional"], state["batch_first"])
+        self._setup(layers, check_bool(state["bidirectional"], "bidirectional"),
+                    check_bool(state["batch_first"], "batch_first"))
 
     # weights --------------------------------------------------------------------------
     def _weight_items(self, layer_suffix):

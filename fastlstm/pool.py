@@ -4,8 +4,7 @@ Each stream (one user, one device, one session) is one sequence with its own sta
 open and close at any step and may skip steps; a step gathers the states of the streams it is
 given into one batch, makes one native call with one time step, and scatters the new states
 back. The states live in preallocated slabs indexed by slot, and the step buffers and the
-kernel's workspace are reused, so a step allocates only its outputs and a few small index
-arrays.
+kernel's workspace are reused, so a step allocates only its outputs and a few small views.
 
 Thread safety: a pool may be shared by any number of threads. ``open``, ``close``, ``step``
 and ``state`` each hold the pool's lock for their whole duration, so calls on one pool are
@@ -143,7 +142,8 @@ class StreamPool:
             return list(self._slots)
 
     def open(self, key, state=None):
-        """Start stream `key` from zeros or from `state` = (h, c) of batch 1."""
+        """Start stream `key` from zeros or from `state`: (h, c) for a batch of 1, shaped like
+        the model's own states (an LSTM's h_n, c_n; an LSTMCell's (h, c))."""
         try:
             hash(key)
         except TypeError:
@@ -165,7 +165,7 @@ class StreamPool:
             self._slots[key] = slot
 
     def close(self, key):
-        """End stream `key`; return its final (h, c), shaped like h_n, c_n for a batch of 1."""
+        """End stream `key`; return its final (h, c), shaped as open() takes a state."""
         with self._lock:
             slot = self._slot(key, "close")
             state = self._packed_state(slot)

@@ -90,6 +90,40 @@ def test_threads_stream_their_own_streams(threads_setting):
     np.testing.assert_allclose(outputs.reshape(-1, steps, 20), want, rtol=RTOL, atol=ATOL)
 
 
+def test_the_gil_is_released_while_the_kernel_computes(threads_setting):
+    """A Python thread keeps running while another is inside a long model call. Held GIL: it
+    would get only the switch interval (5 ms) around each call of about 200 ms. This holds on
+    one core too, so it checks the mechanism where the speed-up test below cannot run."""
+    fastlstm.set_num_threads(1)
+    model = fastlstm.LSTM(128, 256, seed=3)
+    x = np.random.default_rng(2).standard_normal((16, 300, 128)).astype(np.float32)
+    model(x)
+    counter, done = [0], []
+
+    def spin():
+        while not done:
+            counter[0] += 1
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        time.sleep(0.05)
+        t0, c0 = time.perf_counter(), counter[0]
+        time.sleep(0.2)
+        alone = (counter[0] - c0) / (time.perf_counter() - t0)   # spins per second, idle main
+        shares = []
+        for _ in range(3):
+            t0, c0 = time.perf_counter(), counter[0]
+            model(x)
+            shares.append((counter[0] - c0) / (time.perf_counter() - t0) / alone)
+    finally:
+        done.append(True)
+        spinner.join()
+    assert statistics.median(shares) > 0.2, (
+        f"another Python thread ran at only {statistics.median(shares):.0%} of its own pace "
+        f"during model calls: {[round(v, 3) for v in shares]}")
+
+
 def speedup(work, rounds=3):
     """Median time of work() twice in one thread over the median time of two threads running
     work() at once; serial and threaded runs alternate so that they see the same load."""

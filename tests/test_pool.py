@@ -317,3 +317,21 @@ def test_one_pool_shared_by_threads():
     assert len(pool) == 0
     want, _ = reference.lstm(model._layers, xs.reshape(-1, steps, 8))
     np.testing.assert_allclose(outputs.reshape(-1, steps, 24), want, rtol=RTOL, atol=ATOL)
+
+
+def test_a_step_is_one_native_call_over_the_batch(monkeypatch):
+    model = fastlstm.LSTM(3, 4, num_layers=2, seed=0)
+    pool = fastlstm.StreamPool(model)
+    for k in range(20):
+        pool.open(k)
+    calls = []
+    run_stack = fastlstm._core.run_stack
+
+    def counting(layers, x, *args):
+        calls.append(x.shape)
+        return run_stack(layers, x, *args)
+
+    monkeypatch.setattr(fastlstm._core, "run_stack", counting)
+    pool.step({k: np.zeros(3) for k in range(0, 20, 2)})
+    pool.step({5: np.zeros(3)})
+    assert calls == [(10, 1, 3), (1, 1, 3)]

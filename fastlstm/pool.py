@@ -212,6 +212,7 @@ class StreamPool:
             h_batch = [h[:n] for h in self._h_batch]
             c_batch = [c[:n] for c in self._c_batch]
             for slab, batch in zip(self._h + self._c, h_batch + c_batch):
+                # rows are open slots, always in range: "clip" spares take() a checked copy
                 np.take(slab, live, axis=0, out=batch, mode="clip")
             x_run = x[:n].reshape((n, 1, width) if model._batch_first else (1, n, width))
             y, _, _ = model._run(x_run, h_batch, c_batch, None, True, self._workspace,

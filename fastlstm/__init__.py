@@ -10,8 +10,10 @@ __version__ = "0.1.0"
 from . import reference
 from .io import load
 from .models import LSTM, LSTMCell
+from .pool import StreamPool
 from .runtime import get_num_threads, set_num_threads, show_config
 from .streams import Stream
 
-__all__ = ["LSTM", "LSTMCell", "Stream", "load", "get_num_threads", "set_num_threads",
+__all__ = ["LSTM", "LSTMCell", "Stream", "StreamPool", "load", "get_num_threads",
+           "set_num_threads",
            "show_config", "reference", "__version__"]

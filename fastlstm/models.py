@@ -80,8 +80,9 @@ class _Stack:
             return np.stack(hs), np.stack(cs)
         return tuple(hs), tuple(cs)
 
-    def _state_lists(self, state, batch, name):
-        """Validate a user state (h0, c0) into per-(layer, direction) float32 2-D arrays."""
+    def _state_lists(self, state, batch, name, against="x"):
+        """Validate a user state (h0, c0) into per-(layer, direction) float32 2-D arrays;
+        `against` names what fixes the batch size, for the message."""
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise TypeError(f"{name} must be a pair (h0, c0), got {type(state).__name__}"
                             + (f" of length {len(state)}" if isinstance(state, (tuple, list))
@@ -108,7 +109,8 @@ class _Stack:
                 if part.ndim != 2:
                     raise ValueError(f"{where} must be (batch, features), got shape {part.shape}")
                 if part.shape[0] != batch:
-                    raise ValueError(f"{where} has batch {part.shape[0]} but x has batch {batch}")
+                    raise ValueError(f"{where} has batch {part.shape[0]} but {against} has "
+                                     f"batch {batch}")
                 if part.shape[1] != width_of(k):
                     raise ValueError(f"{where} has width {part.shape[1]} but the model's "
                                      f"{'output' if which == 0 else 'cell'} size is {width_of(k)}")
@@ -143,6 +145,43 @@ class _Stack:
             elif lengths is not None:
                 y[lengths == 0] = 0
         return y, hn, cn
+
+    # pickling -------------------------------------------------------------------------
+    # By value and compact: sizes, options and each weight's raw float32 bytes. The pickle
+    # names no callable but the model's class (pickle's NEWOBJ), and unpickling validates
+    # every weight as a loader does, then rebuilds the kernels.
+    _PICKLE_FORMAT = 1
+
+    def __getstate__(self):
+        return {
+            "format": self._PICKLE_FORMAT,
+            "bidirectional": self._bidirectional,
+            "batch_first": self._batch_first,
+            "layers": [{
+                "input_size": layer.input_size,
+                "hidden_size": layer.hidden_size,
+                "options": layer.options.to_dict(),
+                "directions": [{name: (arr.shape, arr.astype("<f4", copy=False).tobytes())
+                                for name, arr in params.items()}
+                               for params in layer.directions],
+            } for layer in self._layers],
+        }
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict) or state.get("format") != self._PICKLE_FORMAT:
+            raise ValueError(f"cannot unpickle {type(self).__name__}: unknown format "
+                             f"{state.get('format') if isinstance(state, dict) else state!r}")
+        layers = []
+        for k, entry in enumerate(state["layers"]):
+            input_size, hidden = check_sizes(entry["input_size"], entry["hidden_size"])
+            directions = [{name: np.frombuffer(data, "<f4").reshape(shape)
+                           for name, (shape, data) in params.items()}
+                          for params in entry["directions"]]
+            layers.append(make_layer(input_size, hidden,
+                                     CellOptions.from_dict(entry["options"], hidden),
+                                     directions, where=f"pickled layer {k}"))
+        self._setup(layers, check_bool(state["bidirectional"], "bidirectional"),
+                    check_bool(state["batch_first"], "batch_first"))
 
     # weights --------------------------------------------------------------------------
     def _weight_items(self, layer_suffix):

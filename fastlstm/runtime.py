@@ -6,9 +6,13 @@ thread (and set back when the last concurrent fastlstm call returns), so OpenBLA
 spin against fastlstm's: ``set_num_threads(n)`` means n threads in all. NumPy's own OpenBLAS is
 never touched.
 
-Fork safety: GNU libgomp's thread pool does not survive ``fork()``. A child forked after the
-parent ran a parallel region runs fastlstm single-threaded (``get_num_threads() == 1``); a
-child forked before that keeps the parent's setting.
+Fork safety: GNU libgomp's thread pool does not survive ``fork()``: a child that enters a
+parallel region after its parent ran one hangs. So a child forked after the parent ran a
+parallel region runs fastlstm's kernels on one thread (``get_num_threads() == 1``, and
+``set_num_threads`` cannot raise it there); a child forked before that keeps the parent's
+setting. The matrix products run in OpenBLAS, whose own thread pool is fork-safe: a child
+keeps the parent's BLAS thread count until it calls ``set_num_threads`` (which then sets BLAS
+to one thread too).
 """
 import ctypes
 import os
@@ -80,7 +84,9 @@ def get_num_threads():
 
 
 def _after_fork_in_child():
-    global _forked_after_parallel, _num_threads
+    global _forked_after_parallel, _num_threads, _lock
+    # Another thread of the parent may have held the lock at the fork; none runs here.
+    _lock = threading.Lock()
     if _core.runtime_facts()["openmp_used_in_parallel"]:
         _forked_after_parallel = True
         _num_threads = 1

@@ -1,0 +1,114 @@
+"""Models pickle by value: sizes, options and raw float32 weights, nothing executable but the
+model's class, and the unpickled model computes the same numbers."""
+import copy
+import pickle
+import pickletools
+
+import numpy as np
+import pytest
+
+import fastlstm
+
+
+def models():
+    return {
+        "lstm": fastlstm.LSTM(5, 7, seed=0),
+        "deep-bidirectional": fastlstm.LSTM(
+            6, 10, num_layers=3, bidirectional=True, proj_size=4, peepholes=True,
+            forget_bias=1.0, cell_clip=2.5, gate_clip=4.0, proj_clip=1.5,
+            activation=("leaky_relu", 0.2), recurrent_activation="hard_sigmoid", seed=1),
+        "time-major-coupled": fastlstm.LSTM(3, 8, num_layers=2, batch_first=False,
+                                            input_forget=True, output_activation="softsign",
+                                            seed=2),
+        "cell": fastlstm.LSTMCell(4, 6, seed=3),
+        "cell-proj-peep": fastlstm.LSTMCell(4, 9, proj_size=5, peepholes=True, cell_clip=3.0,
+                                            activation="relu", seed=4),
+        "from-cells": fastlstm.LSTM.from_cells([fastlstm.LSTMCell(3, 6, seed=5),
+                                                fastlstm.LSTMCell(6, 4, seed=6)]),
+    }
+
+
+@pytest.fixture(params=sorted(models()))
+def model(request):
+    return models()[request.param]
+
+
+def outputs(model):
+    rng = np.random.default_rng(7)
+    if isinstance(model, fastlstm.LSTMCell):
+        x = rng.standard_normal((3, model.input_size))
+        state = tuple(rng.standard_normal((3, w)) for w in (model.output_size,
+                                                             model.hidden_size))
+        y, (h, c) = model(x, state)
+        return [y, h, c]
+    shape = (4, 5, model.input_size) if model.batch_first else (5, 4, model.input_size)
+    x = rng.standard_normal(shape)
+    y, (h, c) = model(x, lengths=[5, 0, 3, 1])
+    hs = list(h) if isinstance(h, tuple) else [h]
+    cs = list(c) if isinstance(c, tuple) else [c]
+    return [y] + hs + cs
+
+
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_round_trip_gives_the_same_model(model, protocol):
+    clone = pickle.loads(pickle.dumps(model, protocol=protocol))
+    assert type(clone) is type(model)
+    assert repr(clone) == repr(model)
+    assert [l.options for l in clone._layers] == [l.options for l in model._layers]
+    assert clone.weights.keys() == model.weights.keys()
+    for name, arr in model.weights.items():
+        np.testing.assert_array_equal(clone.weights[name], arr)
+        assert clone.weights[name].dtype == np.float32
+        assert not clone.weights[name].flags.writeable
+    for got, want in zip(outputs(clone), outputs(model)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_copies_are_independent_models(model):
+    for clone in (copy.copy(model), copy.deepcopy(model)):
+        for got, want in zip(outputs(clone), outputs(model)):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("protocol", range(3, pickle.HIGHEST_PROTOCOL + 1))
+def test_pickle_is_compact_and_names_only_the_class(model, protocol):
+    data = pickle.dumps(model, protocol=protocol)
+    weight_bytes = sum(a.nbytes for a in model.weights.values())
+    assert len(data) < weight_bytes + 1500 + 120 * len(model.weights)
+    strings, imports = [], []
+    for op, arg, _ in pickletools.genops(data):
+        assert op.name not in ("REDUCE", "INST", "OBJ", "NEWOBJ_EX"), op.name
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL":
+            imports.append(tuple(strings[-2:]))
+        elif op.name == "GLOBAL":
+            imports.append(tuple(arg.split(" ")))
+    assert imports == [("fastlstm.models", type(model).__name__)]
+
+
+def test_unpickling_validates_the_weights():
+    model = fastlstm.LSTM(3, 4, seed=0)
+    state = model.__getstate__()
+    shape, data = state["layers"][0]["directions"][0]["weight_hh"]
+    state["layers"][0]["directions"][0]["weight_hh"] = (shape, data[:-4])
+    with pytest.raises(ValueError):
+        fastlstm.LSTM.__new__(fastlstm.LSTM).__setstate__(state)
+    nan = np.full(shape, np.nan, np.float32).tobytes()
+    state["layers"][0]["directions"][0]["weight_hh"] = (shape, nan)
+    with pytest.raises(ValueError, match="pickled layer 0 weight_hh contains NaN or Inf"):
+        fastlstm.LSTM.__new__(fastlstm.LSTM).__setstate__(state)
+    with pytest.raises(ValueError, match="unknown format 99"):
+        fastlstm.LSTM.__new__(fastlstm.LSTM).__setstate__({"format": 99})
+
+
+def test_an_unpickled_model_serves_a_pool():
+    model = fastlstm.LSTM(4, 6, num_layers=2, seed=9)
+    clone = pickle.loads(pickle.dumps(model))
+    pools = [fastlstm.StreamPool(m) for m in (model, clone)]
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    for pool in pools:
+        pool.open("k")
+    for t in range(5):
+        a, b = (pool.step({"k": x[t]})["k"] for pool in pools)
+        np.testing.assert_array_equal(a, b)

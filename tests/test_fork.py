@@ -127,8 +127,10 @@ CHILD_BEFORE_PARALLEL = textwrap.dedent("""
     pid = os.fork()    # before any parallel region: the child may use threads
     y, _ = model(x)
     tag = "child" if pid == 0 else "parent"
-    print(tag, fastlstm.get_num_threads(), _core.runtime_facts()["openmp_used_in_parallel"],
-          float(np.abs(y).sum()), flush=True)
+    # one write per line: parent and child share the pipe
+    os.write(1, f"{tag} {fastlstm.get_num_threads()} "
+                f"{_core.runtime_facts()['openmp_used_in_parallel']} "
+                f"{float(np.abs(y).sum())}\\n".encode())
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
@@ -136,18 +138,18 @@ CHILD_BEFORE_PARALLEL = textwrap.dedent("""
     pid = os.fork()
     if pid == 0:
         y2, _ = model(x)
-        print("late-child", fastlstm.get_num_threads(), bool((y2 == y).all()), flush=True)
+        os.write(1, f"late-child {fastlstm.get_num_threads()} {bool((y2 == y).all())}\\n".encode())
         os._exit(0)
     os.waitpid(pid, 0)
 """)
 
 
-def test_child_forked_before_any_parallel_region_keeps_its_threads():
+def test_child_forked_before_any_parallel_region_keeps_its_threads(tmp_path):
     """In a fresh interpreter: a child forked before the parent ran a parallel region keeps
     the parent's thread setting (libgomp starts its pool in the child); one forked after
     runs on one thread. Both give the parent's numbers."""
     out = subprocess.run([sys.executable, "-c", CHILD_BEFORE_PARALLEL], capture_output=True,
-                         text=True, timeout=TIMEOUT, check=True).stdout
+                         text=True, timeout=TIMEOUT, check=True, cwd=tmp_path).stdout
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
     assert set(lines) == {"child", "parent", "late-child"}, out
     assert lines["child"][0] == "2" and lines["parent"][0] == "2"

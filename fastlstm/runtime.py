@@ -10,9 +10,7 @@ Fork safety: GNU libgomp's thread pool does not survive ``fork()``: a child that
 parallel region after its parent ran one hangs. So a child forked after the parent ran a
 parallel region runs fastlstm's kernels on one thread (``get_num_threads() == 1``, and
 ``set_num_threads`` cannot raise it there); a child forked before that keeps the parent's
-setting. The matrix products run in OpenBLAS, whose own thread pool is fork-safe: a child
-keeps the parent's BLAS thread count until it calls ``set_num_threads`` (which then sets BLAS
-to one thread too).
+setting. OpenBLAS runs single-threaded inside fastlstm's calls, so its pool plays no part.
 """
 import ctypes
 import os

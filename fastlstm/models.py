@@ -192,7 +192,9 @@ class _Stack:
         widest = max(D * l.output_size for l in self._layers)
         between = (min(len(self._layers) - 1, 2)) * widest
         out = D * self.output_size if return_sequences else 0
-        check_memory(4 * rows * (gates + between + out),
+        per_sequence = gates + 3 * max(l.output_size for l in self._layers) + \
+            2 * max(l.hidden_size for l in self._layers)  # pre, hs, hs2, cs, hfull
+        check_memory(4 * (rows * (gates + between + out) + B * per_sequence),
                      f"a call on x with batch {B} and time {T} (input projection "
                      f"{rows} x {gates} floats, outputs and layer buffers)")
 

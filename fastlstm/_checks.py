@@ -36,8 +36,8 @@ def check_memory(nbytes, what):
         return
     free = available_memory()
     if nbytes > free:
-        raise MemoryError(f"{what} needs {nbytes / 2**30:.3g} GiB but only "
-                          f"{free / 2**30:.3g} GiB of memory is available")
+        raise MemoryError(f"{what} needs {nbytes / 2**30:.4g} GiB but only "
+                          f"{free / 2**30:.4g} GiB of memory is available")
 
 
 def check_int(value, name, *, minimum=None, maximum=None):

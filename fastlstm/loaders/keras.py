@@ -179,7 +179,8 @@ def _h5_cell(group):
         return None
     n = len([k for k in vars_ if k.isdigit()])
     datasets = [vars_.get(str(i)) for i in range(n)]
-    if n not in (2, 3) or not all(hasattr(d, "shape") and hasattr(d, "dtype") for d in datasets):
+    if n not in (2, 3) or not all(hasattr(d, "shape") and hasattr(d, "dtype")
+                                  and d.dtype.kind in "fiu" for d in datasets):
         return None
     shapes = [tuple(d.shape) for d in datasets]
     k, r = shapes[0], shapes[1]
@@ -272,7 +273,8 @@ def _rnn_configs(serialized):
 def _apply_config(desc, config_tree):
     serialized = _find_config(config_tree, desc["name"])
     if serialized is None:
-        return
+        # the weights hold a layer the config does not describe: its activations are unknown
+        raise KeyError(f"no layer named {desc['name']!r} in the config")
     if desc["kind"] == "bidirectional":
         desc["config"] = serialized["config"]
         inner = serialized["config"]

@@ -75,7 +75,10 @@ def _model_proto(path_or_model):
     if isinstance(path_or_model, onnx.ModelProto):
         return path_or_model
     if isinstance(path_or_model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(path_or_model))
+        try:
+            return onnx.load_from_string(bytes(path_or_model))
+        except Exception as exc:  # DecodeError and others for foreign bytes
+            raise ValueError(f"the bytes given are not a readable ONNX model: {exc}") from None
     try:
         return onnx.load(path_or_model)
     except FileNotFoundError:
@@ -170,14 +173,26 @@ def _read_node(model, node):
                 raise ValueError(f"{where}: {label} ({input_name!r}) is computed in the graph, "
                                  f"not an initializer or Constant; fastlstm needs its value")
             return None
-        from onnx import numpy_helper
+        from onnx import TensorProto, checker, numpy_helper
 
         tensor = consts[input_name]
+        if tensor.data_location == TensorProto.EXTERNAL:
+            # onnx.load(path) has already read the data of a file's tensors; a proto in
+            # memory must not make us open files relative to the current directory
+            raise ValueError(f"{where}: {label} ({input_name!r}) refers to external data that "
+                             f"is not loaded; load the model with onnx.load(path) first")
         count = int(np.prod(list(tensor.dims), dtype=object))
+        held = len(tensor.raw_data) if tensor.raw_data else max(
+            len(tensor.float_data), len(tensor.double_data), len(tensor.int32_data),
+            len(tensor.int64_data), len(tensor.uint64_data), len(tensor.string_data))
+        if count < 0 or count > held:
+            # every element takes at least one byte: the dims claim more than the tensor holds
+            raise ValueError(f"{where}: {label} ({input_name!r}) declares shape "
+                             f"{list(tensor.dims)} but holds only {held} values/bytes")
         check_memory(8 * count, f"{where} {label} of shape {list(tensor.dims)}")
         try:
             return np.asarray(numpy_helper.to_array(tensor), dtype=np.float64)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, checker.ValidationError) as exc:
             raise ValueError(f"{where}: {label} ({input_name!r}) is not a readable real "
                              f"tensor of shape {list(tensor.dims)} ({exc})") from None
 

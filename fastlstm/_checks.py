@@ -77,8 +77,8 @@ def check_bool(value, name):
 def float_array(value, name):
     """Any real floating array (or nested list of numbers) as a C-contiguous float32 array.
 
-    Values are rounded to float32: magnitudes past float32's range become +-inf. A masked
-    array is refused (its mask would be ignored; pass ``lengths`` instead)."""
+    Values are rounded to float32; finite values past float32's range are refused (they would
+    become +-inf). A masked array is refused (its mask would be ignored; pass ``lengths``)."""
     if value is None or isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a real floating array, got {type(value).__name__}")
     if isinstance(value, np.ma.MaskedArray):
@@ -97,7 +97,13 @@ def float_array(value, name):
                             f"got {arr.dtype}")
     if not (arr.dtype == np.float32 and arr.flags.c_contiguous):
         check_memory(arr.size * 4, f"{name} of shape {arr.shape} (as float32)")
-    return np.asarray(arr, dtype=np.float32, order="C")  # (ascontiguousarray makes 0-d 1-d)
+    try:
+        with np.errstate(over="raise"):
+            return np.asarray(arr, dtype=np.float32, order="C")  # (ascontiguousarray: 0-d -> 1-d)
+    except FloatingPointError:
+        raise ValueError(f"{name} holds finite values beyond float32's range (|v| > "
+                         f"{FLOAT32_MAX:.5g}, largest {np.nanmax(np.abs(arr[np.isfinite(arr)])):.5g}"
+                         f"); fastlstm computes in float32: scale or clip the input") from None
 
 
 def check_shape(arr, name, expected, what):

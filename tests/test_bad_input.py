@@ -195,6 +195,10 @@ REFUSED_X = {
     "wrong_width": (np.zeros((B, T, I + 1), np.float32), ValueError,
                     [r"^x must have shape \(batch, time, input_size\) = \(\*, \*, 3\)",
                      re.escape("got (2, 5, 4)")]),
+    "beyond_float32": (np.full((B, T, I), 1e39), ValueError,
+                       [r"^x holds finite values beyond float32's range", "1e\\+39"]),
+    "beyond_float32_longdouble": (np.full((B, T, I), 1e39, np.longdouble), ValueError,
+                                  [r"^x holds finite values beyond float32's range"]),
     "zero_width": (np.zeros((B, T, 0), np.float32), ValueError,
                    [r"^x must have shape", re.escape("(*, *, 3)"), re.escape("got (2, 5, 0)")]),
 }
@@ -681,3 +685,97 @@ def test_call_whose_buffers_do_not_fit_is_refused(model):
     _refused(MemoryError, lambda: model._check_call_size(1 << 20, 1 << 16, True),
              r"^a call on x with batch 1048576 and time 65536", "GiB", "available")
     _refused(MemoryError, lambda: model(x), "GiB")
+
+
+# --- hypothesis: random arguments -> the reference's numbers or a clean refusal ---------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+FUZZ_MODELS = {
+    "stack": lambda: fastlstm.LSTM(3, 4, num_layers=2, seed=0),
+    "bidirectional_time_major_projection": lambda: fastlstm.LSTM(
+        2, 5, bidirectional=True, batch_first=False, proj_size=3, peepholes=True, seed=1),
+    "clipped_odd_activations": lambda: fastlstm.LSTM(
+        3, 2, cell_clip=0.7, gate_clip=2.0, activation="relu", recurrent_activation="hard_sigmoid",
+        input_forget=True, seed=2),
+}
+_FUZZ_BUILT = {}
+FUZZ_DTYPES = [np.float16, np.float32, np.float64, np.longdouble, np.int32, np.uint8, np.bool_,
+               np.complex64, object]
+SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-42, 1e39]
+
+
+def _fuzz_model(name):
+    if name not in _FUZZ_BUILT:
+        _FUZZ_BUILT[name] = FUZZ_MODELS[name]()
+    return _FUZZ_BUILT[name]
+
+
+@st.composite
+def _call_args(draw):
+    model = _fuzz_model(draw(st.sampled_from(sorted(FUZZ_MODELS))))
+    B, T = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    good = (B, T, model.input_size) if model.batch_first else (T, B, model.input_size)
+    shape = draw(st.one_of(st.just(good), st.just(good), st.just(good),
+                           st.lists(st.integers(0, 4), max_size=4).map(tuple)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    values = rng.standard_normal(shape)
+    if values.size and draw(st.booleans()):
+        flat = values.reshape(-1)
+        for _ in range(draw(st.integers(1, 3))):
+            flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from(SPECIALS))
+    dtype = draw(st.sampled_from(FUZZ_DTYPES))
+    with np.errstate(all="ignore"):
+        x = values.astype(dtype)
+    layout = draw(st.sampled_from(["c", "fortran", "reversed", "list"]))
+    if layout == "fortran":
+        x = np.asfortranarray(x)
+    elif layout == "reversed" and x.ndim:
+        x = x[::-1]
+    elif layout == "list":
+        x = x.tolist()
+    kwargs = {}
+    which = draw(st.sampled_from(["none", "good", "bad_list", "floats", "bools", "2d"]))
+    if which == "good":
+        kwargs["lengths"] = draw(st.lists(st.integers(0, T), min_size=B, max_size=B))
+    elif which == "bad_list":
+        kwargs["lengths"] = draw(st.lists(st.integers(-2, T + 2), max_size=5))
+    elif which == "floats":
+        kwargs["lengths"] = np.full(B, T, np.float64)
+    elif which == "bools":
+        kwargs["lengths"] = np.ones(B, bool)
+    elif which == "2d":
+        kwargs["lengths"] = np.full((B, 1), T)
+    state = draw(st.sampled_from(["none", "good", "float64", "wrong_batch", "nan", "tuple3"]))
+    if state != "none":
+        h, c = model.zero_state(B)
+        h = rng.standard_normal(h.shape)
+        c = rng.standard_normal(c.shape)
+        if state == "good":
+            h, c = h.astype(np.float32), c.astype(np.float32)
+        elif state == "wrong_batch":
+            h = h[:, :max(B - 1, 0)]
+        elif state == "nan" and h.size:
+            h.reshape(-1)[0] = np.nan
+        kwargs["initial_state"] = (h, c, c) if state == "tuple3" else (h, c)
+    kwargs["return_sequences"] = draw(st.sampled_from([True, False, True, 1]))
+    return model, x, kwargs
+
+
+@settings(max_examples=250, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(_call_args())
+def test_fuzz_call_arguments(args):
+    model, x, kwargs = args
+    try:
+        got = model(x, **kwargs)
+    except (ValueError, TypeError) as exc:
+        assert str(exc), "a refusal must say why"
+        return
+    ref_kwargs = dict(kwargs)
+    if "initial_state" in kwargs:
+        ref_kwargs["initial_state"] = tuple(np.asarray(s, np.float32)
+                                            for s in kwargs["initial_state"])
+    if "lengths" in kwargs:
+        ref_kwargs["lengths"] = np.asarray(kwargs["lengths"])
+    _check(got, _expect(model, x, **ref_kwargs))

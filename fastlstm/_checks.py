@@ -95,8 +95,11 @@ def float_array(value, name):
         else:
             raise TypeError(f"{name} must have a real floating dtype (float16/32/64), "
                             f"got {arr.dtype}")
-    if not (arr.dtype == np.float32 and arr.flags.c_contiguous):
-        check_memory(arr.size * 4, f"{name} of shape {arr.shape} (as float32)")
+    if arr.dtype == np.float32 and arr.flags.c_contiguous:
+        return arr
+    check_memory(arr.size * 4, f"{name} of shape {arr.shape} (as float32)")
+    if arr.dtype.itemsize <= 4:  # float16 and float32 always fit
+        return np.asarray(arr, dtype=np.float32, order="C")  # (ascontiguousarray: 0-d -> 1-d)
     try:
         with np.errstate(over="raise"):
             return np.asarray(arr, dtype=np.float32, order="C")  # (ascontiguousarray: 0-d -> 1-d)

@@ -98,6 +98,8 @@ ACCEPTED_X = {
     "float16": lambda x: x.astype(np.float16),
     "float64": lambda x: x.astype(np.float64),
     "longdouble": lambda x: x.astype(np.longdouble),
+    "big_endian_float32": lambda x: x.astype(">f4"),
+    "big_endian_float64": lambda x: x.astype(">f8"),
     "fortran_order": lambda x: np.asfortranarray(x),
     "negative_strides": lambda x: x[::-1, ::-1, ::-1],
     "odd_strides": _odd_strides,

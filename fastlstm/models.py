@@ -235,6 +235,9 @@ class LSTMCell(_Stack):
     @classmethod
     def from_weights(cls, weights, *, input_size=None, hidden_size=None, **options):
         """A cell from a dict in ``cell.weights``' names (``weight_ih``, ...)."""
+        if not hasattr(weights, "keys"):
+            raise TypeError(f"weights must be a mapping of names (weight_ih, weight_hh, "
+                            f"bias_ih, bias_hh, ...) to arrays, got {type(weights).__name__}")
         w_ih = np.asarray(weights["weight_ih"]) if "weight_ih" in weights else None
         if w_ih is None or w_ih.ndim != 2:
             raise ValueError("weights must hold 'weight_ih' of shape (4*hidden, input)")

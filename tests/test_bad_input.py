@@ -583,6 +583,25 @@ def test_zero_state_refuses(model, batch, exc, fragments):
     _refused(exc, lambda: model.zero_state(batch), *fragments)
 
 
+@pytest.mark.parametrize("weights,exc,fragments", [
+    (None, TypeError, [r"^weights must be a mapping of names", "NoneType"]),
+    ([1, 2], TypeError, [r"^weights must be a mapping", "list"]),
+    ({}, ValueError, [r"^weights must hold 'weight_ih' of shape \(4\*hidden, input\)"]),
+    ({"weight_ih": np.zeros(12)}, ValueError, [r"^weights must hold 'weight_ih'"]),
+    ({"weight_ih": np.zeros((0, 3))}, ValueError, [r"^hidden_size must be >= 1, got 0"]),
+    ({"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 2)), "bias_ih": np.zeros(8),
+      "bias_hh": np.zeros(8), "evil": 1}, ValueError, [r"unexpected \['evil'\]"]),
+    ({"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 2)), "bias_ih": np.zeros(8),
+      "bias_hh": np.full(8, np.inf)}, ValueError, [r"bias_hh contains NaN or Inf"]),
+    ({"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 2)), "bias_ih": np.zeros(8),
+      "bias_hh": np.array(["a"] * 8)}, TypeError, [r"bias_hh must be a real array, got <U1"]),
+    ({"weight_ih": np.zeros((8, 3)), "weight_hh": np.zeros((8, 3)), "bias_ih": np.zeros(8),
+      "bias_hh": np.zeros(8)}, ValueError, [r"weight_hh must have shape \(8, 2\), got \(8, 3\)"]),
+])
+def test_cell_from_weights_refuses(weights, exc, fragments):
+    _refused(exc, lambda: fastlstm.LSTMCell.from_weights(weights), *fragments)
+
+
 # --- threads -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n,exc,fragments", [

@@ -29,7 +29,9 @@ from fastlstm.io import CONFIG_KEY
 from conftest import assert_close
 
 DATA = pathlib.Path(__file__).parent / "data"
-KERAS_FILE = DATA / "tiny_lstm.keras"      # keras.layers.LSTM(4) on 3 inputs, see README
+# Saved by Keras 3.x: Model(Input((None, 3)) -> LSTM(4, return_sequences=True, name="lstm")),
+# weights uniform in +-0.5 (numpy seed 0); model.save / model.save_weights.
+KERAS_FILE = DATA / "tiny_lstm.keras"
 H5_FILE = DATA / "tiny_lstm.weights.h5"
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
        b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7"

@@ -128,15 +128,15 @@ def test_small_chunks(small_chunks, limit, threads, config):
 
 
 def test_memory_check_counts_the_workspace():
-    model = fastlstm.LSTM(1, 1 << 12, seed=0)
-    # x is small (a broadcast view of one float32 array per sequence); the input projection
-    # (rows x 4H floats) is what would not fit
-    rows = 2 * available_memory() // (4 * 4 * (1 << 12)) + 1
+    model = fastlstm.LSTM(1, 256, seed=0)
+    # x is small (tens of MB as float32); the input projection (rows x 4H floats) is what
+    # would not fit
+    rows = 2 * available_memory() // (4 * 4 * 256) + 1
     x = np.broadcast_to(np.zeros((1, 1, 1), np.float32), (int(rows), 1, 1))
     with pytest.raises(MemoryError, match=r"^x of shape|^a call on x with batch"):
         model(x)
     with pytest.raises(MemoryError, match=r"^a call on x with batch \d+ and time 1 \(input "
-                                          r"projection \d+ x 16384 floats"):
+                                          r"projection \d+ x 1024 floats"):
         model._check_call_size(int(rows), 1, True)
 
 

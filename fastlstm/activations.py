@@ -7,6 +7,8 @@ The native kernel implements the same kinds in ``csrc/fastlstm.c`` (``fl_activat
 """
 import numpy as np
 
+from ._checks import FLOAT32_MAX
+
 
 def _sigmoid(v, a, b):
     return 0.5 * (1.0 + np.tanh(0.5 * v))
@@ -64,6 +66,9 @@ def resolve(spec, argname="activation"):
         if not np.isfinite(p):
             raise ValueError(f"{argname} parameter {'alpha' if i == 0 else 'beta'} must be finite, "
                              f"got {p!r}")
+        if abs(float(p)) > FLOAT32_MAX:
+            raise ValueError(f"{argname} parameter {'alpha' if i == 0 else 'beta'} must be within "
+                             f"float32 range, got {p!r}")
         values[i] = float(p)
     return (key, values[0], values[1])
 

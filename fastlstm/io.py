@@ -28,8 +28,10 @@ import os
 import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from ._spec import CellOptions, Layer, check_sizes, make_layer
 
@@ -90,7 +92,7 @@ def _config(files):
         raise _Bad(f"{CONFIG_KEY!r} must be a JSON string, got a {raw.dtype} array {raw.shape}")
     try:
         config = json.loads(str(raw))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise _Bad(f"its config is not valid JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise _Bad("its config does not say format 'fastlstm'")
@@ -145,16 +147,48 @@ def _layers(config, files):
     return layers
 
 
+def _check_members(shown):
+    """Every member of the archive is a .npy whose header declares no more data than the
+    member holds, so a crafted header cannot make ``np.load`` allocate a huge array."""
+    with zipfile.ZipFile(shown) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise _Bad(f"it holds {info.filename!r}, which is not a .npy array")
+            with archive.open(info) as member:
+                try:
+                    version = npformat.read_magic(member)
+                    read_header = {(1, 0): npformat.read_array_header_1_0,
+                                   (2, 0): npformat.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise ValueError(f".npy format version {version}")
+                    shape, _, dtype = read_header(member)
+                except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+                    raise _Bad(f"its member {info.filename!r} is not a valid .npy "
+                               f"({exc})") from None
+                declared = dtype.itemsize * int(np.prod(shape, dtype=object))
+                if declared > info.file_size:
+                    raise _Bad(f"its member {info.filename!r} declares shape {shape} of "
+                               f"{dtype} ({declared} bytes) but holds only {info.file_size} "
+                               f"bytes")
+
+
 def load(path):
     """Read a model written by ``save``: an LSTM or an LSTMCell, as it was saved."""
     from .models import LSTM, LSTMCell
 
-    shown = os.fspath(path)
+    try:
+        shown = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"fastlstm.load: path must be a str or os.PathLike, got "
+                        f"{type(path).__name__} {path!r}") from None
+    if isinstance(shown, bytes):
+        shown = os.fsdecode(shown)
     if not os.path.isfile(shown):
         raise ValueError(f"fastlstm.load: {shown!r} does not exist or is not a file")
     try:
         if not zipfile.is_zipfile(shown):
             raise _Bad("it is not a complete .npz (zip) file: truncated, or another kind of file")
+        _check_members(shown)
         with np.load(shown, allow_pickle=False) as npz:
             files = {name: npz[name] for name in npz.files}
         config = _config(files)
@@ -169,6 +203,7 @@ def load(path):
                                  batch_first=config["batch_first"])
     except _Bad as exc:
         raise ValueError(f"fastlstm.load: {shown!r}: {exc}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, struct.error) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, struct.error,
+            zlib.error, NotImplementedError, RuntimeError) as exc:
         raise ValueError(f"fastlstm.load: {shown!r} is damaged or not a fastlstm model "
                          f"({type(exc).__name__}: {exc})") from None

@@ -7,7 +7,8 @@ buffers, so one model can serve any number of threads and any batch size.
 import numpy as np
 
 from . import _core, runtime
-from ._checks import check_bool, check_int, check_shape, float_array, lengths_array
+from ._checks import (MAX_INDEX, check_bool, check_int, check_memory, check_shape,
+                      float_array, lengths_array)
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
 
 
@@ -25,6 +26,34 @@ def _kernel(layer, params):
 
 def _cell_options(hidden_size, kwargs):
     return CellOptions.make(hidden_size, **kwargs)
+
+
+def _rng(seed):
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, (int, np.integer, np.random.Generator,
+                                                      np.random.SeedSequence))):
+        raise TypeError(f"seed must be None, a non-negative integer or a numpy Generator, "
+                        f"got {type(seed).__name__} {seed!r}")
+    if isinstance(seed, (int, np.integer)) and seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return np.random.default_rng(seed)
+
+
+# Bytes per parameter while a new model is built: the float64 draw, its float32 copy, the
+# frozen weights and the kernel's packed copy.
+_BUILD_BYTES_PER_PARAM = 20
+
+
+def _check_build_memory(input_size, hidden_size, proj_size, num_layers, directions, peepholes):
+    H, O = hidden_size, proj_size or hidden_size
+    params = 0
+    for k in range(num_layers):
+        I = input_size if k == 0 else directions * O
+        params += directions * (4 * H * (I + O) + 8 * H + (O * H if proj_size else 0)
+                                + (3 * H if peepholes else 0))
+    check_memory(params * _BUILD_BYTES_PER_PARAM,
+                 f"a model with input_size={input_size}, hidden_size={hidden_size}, "
+                 f"num_layers={num_layers} ({params} parameters)")
 
 
 class _Stack:
@@ -69,6 +98,10 @@ class _Stack:
 
     # states -------------------------------------------------------------------------
     def _zero_lists(self, batch):
+        if batch > MAX_INDEX:
+            raise ValueError(f"batch_size must be <= {MAX_INDEX} (2**31 - 1), got {batch}")
+        check_memory(4 * batch * sum(len(l.directions) * (l.output_size + l.hidden_size)
+                                     for l in self._layers), f"a state for batch {batch}")
         hs = [np.zeros((batch, l.output_size), np.float32)
               for l in self._layers for _ in l.directions]
         cs = [np.zeros((batch, l.hidden_size), np.float32)
@@ -124,6 +157,8 @@ class _Stack:
         each row's result independent of the batch it shares (streams, pools)."""
         bf = self._batch_first
         B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
+        if workspace is None:
+            self._check_call_size(B, T, return_sequences)
         order = None
         if lengths is not None:
             order = np.argsort(-lengths, kind="stable").astype(np.int32)
@@ -183,6 +218,25 @@ class _Stack:
         self._setup(layers, check_bool(state["bidirectional"], "bidirectional"),
                     check_bool(state["batch_first"], "batch_first"))
 
+    def _check_call_size(self, B, T, return_sequences):
+        """Refuse, before anything is allocated, a call the kernel cannot index (batch or time
+        past 2**31 - 1) or whose buffers would not fit in memory."""
+        for label, n in (("batch", B), ("time", T)):
+            if n > MAX_INDEX:
+                raise ValueError(f"x has {label} size {n}; fastlstm supports at most "
+                                 f"{MAX_INDEX} (2**31 - 1)")
+        D = self.num_directions
+        rows = B * T
+        gates = max(4 * l.hidden_size for l in self._layers)
+        widest = max(D * l.output_size for l in self._layers)
+        between = (min(len(self._layers) - 1, 2)) * widest
+        out = D * self.output_size if return_sequences else 0
+        per_sequence = gates + 3 * max(l.output_size for l in self._layers) + \
+            2 * max(l.hidden_size for l in self._layers)  # pre, hs, hs2, cs, hfull
+        check_memory(4 * (rows * (gates + between + out) + B * per_sequence),
+                     f"a call on x with batch {B} and time {T} (input projection "
+                     f"{rows} x {gates} floats, outputs and layer buffers)")
+
     # weights --------------------------------------------------------------------------
     def _weight_items(self, layer_suffix):
         for k, layer in enumerate(self._layers):
@@ -205,7 +259,8 @@ class LSTMCell(_Stack):
             recurrent_activation=recurrent_activation, output_activation=output_activation,
             peepholes=peepholes, cell_clip=cell_clip, gate_clip=gate_clip, proj_clip=proj_clip,
             input_forget=input_forget))
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
+        _check_build_memory(input_size, hidden_size, opts.proj_size, 1, 1, opts.peepholes)
         layer = make_layer(input_size, hidden_size, opts,
                            [init_params(rng, input_size, hidden_size, opts)])
         self._setup([layer], False, True)
@@ -219,6 +274,9 @@ class LSTMCell(_Stack):
     @classmethod
     def from_weights(cls, weights, *, input_size=None, hidden_size=None, **options):
         """A cell from a dict in ``cell.weights``' names (``weight_ih``, ...)."""
+        if not hasattr(weights, "keys"):
+            raise TypeError(f"weights must be a mapping of names (weight_ih, weight_hh, "
+                            f"bias_ih, bias_hh, ...) to arrays, got {type(weights).__name__}")
         w_ih = np.asarray(weights["weight_ih"]) if "weight_ih" in weights else None
         if w_ih is None or w_ih.ndim != 2:
             raise ValueError("weights must hold 'weight_ih' of shape (4*hidden, input)")
@@ -304,8 +362,10 @@ class LSTM(_Stack):
             recurrent_activation=recurrent_activation, output_activation=output_activation,
             peepholes=peepholes, cell_clip=cell_clip, gate_clip=gate_clip, proj_clip=proj_clip,
             input_forget=input_forget))
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
         D = 2 if bidirectional else 1
+        _check_build_memory(input_size, hidden_size, opts.proj_size, num_layers, D,
+                            opts.peepholes)
         layers = []
         for k in range(num_layers):
             layer_in = input_size if k == 0 else D * (opts.proj_size or hidden_size)

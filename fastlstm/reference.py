@@ -106,7 +106,7 @@ def lstm(layers, x, *, batch_first=True, initial_state=None, lengths=None,
         y = x if batch_first else x.transpose(1, 0, 2)
     else:
         D = len(layers[-1].directions)
-        y = np.concatenate(h_n[-D:], axis=1) * (lengths > 0)[:, None]
+        y = np.where((lengths > 0)[:, None], np.concatenate(h_n[-D:], axis=1), 0)  # (NaN*0 is NaN)
     return y, (h_n, c_n)
 
 

@@ -20,6 +20,7 @@ class Stream:
                              "reads the future, so it cannot run step by step")
         self._model = model
         self._lock = threading.Lock()
+        self._batch = check_int(batch_size, "batch_size", minimum=0)
         self.reset(state=state, batch_size=batch_size)
 
     @property
@@ -40,20 +41,21 @@ class Stream:
             batch = check_int(batch, "batch_size", minimum=0)
             h, c = model._zero_lists(batch)
         else:
+            if batch_size is not None:
+                batch_size = check_int(batch_size, "batch_size", minimum=0)
             first = state[0] if isinstance(state, (tuple, list)) and state else None
             try:
                 arr = np.asarray(first[0] if isinstance(first, (tuple, list)) else first)
                 batch = arr.shape[-2]
             except (IndexError, TypeError, ValueError):
-                batch = -1
-            if batch_size is not None:
-                batch_size = check_int(batch_size, "batch_size", minimum=0)
-                if batch != batch_size:
-                    raise ValueError(f"state has batch {batch} but batch_size is {batch_size}")
-            h, c = model._state_lists(state, max(batch, 0), "state")
+                batch = 0  # malformed: _state_lists says how
+            h, c = model._state_lists(state, batch, "state")
+            if batch_size is not None and batch != batch_size:
+                raise ValueError(f"state has batch {batch} but batch_size is {batch_size}")
             h = [a.copy() for a in h]
             c = [a.copy() for a in c]
         batch = h[0].shape[0]
+        model._check_call_size(batch, 1, True)
         ws = _core.Workspace(model._kernels, batch, batch)
         # The step plan reads and writes the state arrays in place.
         plan = _core.Plan(model._kernels, batch, 1, model.batch_first, h, c, h, c, None, None,

@@ -26,9 +26,11 @@ import json
 import os
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
+from .._checks import check_memory
 from .._spec import CellOptions, Layer, check_sizes, make_layer
 from ._layouts import reorder_gates
 
@@ -169,12 +171,25 @@ def _natural(name):
 
 
 def _h5_cell(group):
-    """[kernel, recurrent_kernel(, bias)] of a saved cell group (``.../vars/0, 1, 2``)."""
+    """[kernel, recurrent_kernel(, bias)] of a saved cell group (``.../vars/0, 1, 2``), or
+    None when the group is not an LSTM cell. Shapes are checked before any data is read, so
+    a crafted file cannot make us read (or allocate) more than an LSTM cell's weights."""
     vars_ = group.get("vars")
-    if vars_ is None or "0" not in vars_ or "1" not in vars_:
+    if vars_ is None or not hasattr(vars_, "keys") or "0" not in vars_ or "1" not in vars_:
         return None
     n = len([k for k in vars_ if k.isdigit()])
-    return [vars_[str(i)][()] for i in range(n)]
+    datasets = [vars_.get(str(i)) for i in range(n)]
+    if n not in (2, 3) or not all(hasattr(d, "shape") and hasattr(d, "dtype")
+                                  and d.dtype.kind in "fiu" for d in datasets):
+        return None
+    shapes = [tuple(d.shape) for d in datasets]
+    k, r = shapes[0], shapes[1]
+    if len(k) != 2 or len(r) != 2 or r[1] != 4 * r[0] or k[1] != r[1] \
+            or (n == 3 and shapes[2] != (r[1],)):
+        return None
+    check_sizes(k[0], r[0])
+    check_memory(8 * sum(int(np.prod(s)) for s in shapes), f"the weights of {group.name!r}")
+    return [d[()] for d in datasets]
 
 
 def _h5_name(group, fallback):
@@ -258,7 +273,8 @@ def _rnn_configs(serialized):
 def _apply_config(desc, config_tree):
     serialized = _find_config(config_tree, desc["name"])
     if serialized is None:
-        return
+        # the weights hold a layer the config does not describe: its activations are unknown
+        raise KeyError(f"no layer named {desc['name']!r} in the config")
     if desc["kind"] == "bidirectional":
         desc["config"] = serialized["config"]
         inner = serialized["config"]
@@ -303,11 +319,19 @@ def _read_file(path):
             config = None
             with h5py.File(path, "r") as f:
                 descs = list(_h5_walk(f))
-    except (OSError, zipfile.BadZipFile, json.JSONDecodeError, KeyError) as exc:
-        raise ValueError(f"cannot read Keras file {path!r}: {exc}") from None
+    except (OSError, zipfile.BadZipFile, json.JSONDecodeError, KeyError, zlib.error,
+            RecursionError, RuntimeError, TypeError, AttributeError, IndexError,
+            UnicodeDecodeError, EOFError) as exc:
+        raise ValueError(f"cannot read Keras file {path!r}: {type(exc).__name__}: "
+                         f"{exc}") from None
     if config is not None:
         for desc in descs:
-            _apply_config(desc, config)
+            try:
+                _apply_config(desc, config)
+            except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+                raise ValueError(f"Keras file {path!r}: its config.json does not describe "
+                                 f"layer {desc['name']!r} as Keras does ({type(exc).__name__}: "
+                                 f"{exc})") from None
     return descs
 
 
@@ -342,7 +366,14 @@ def read(layer_or_path, *, layer=None, activation=None, recurrent_activation=Non
                              f"{names}")
         desc = matches[0]
     overrides = {"activation": activation, "recurrent_activation": recurrent_activation}
-    return _layers(desc, overrides)
+    if not isinstance(layer_or_path, (str, os.PathLike)):
+        return _layers(desc, overrides)
+    try:
+        return _layers(desc, overrides)
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        # the file's config has values of the wrong type: a damaged or crafted file
+        raise ValueError(f"{source}: layer {desc['name']!r} is malformed "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 def repeat_last_output(y, lengths):

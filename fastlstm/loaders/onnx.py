@@ -31,7 +31,7 @@ How our call maps to the node (X, Y, Y_h, Y_c as in the ONNX spec, D directions)
 """
 import numpy as np
 
-from .._checks import lengths_array
+from .._checks import check_memory, lengths_array
 from .._spec import CellOptions, check_sizes, make_layer
 from ..models import LSTM
 from ._layouts import reorder_gates
@@ -75,7 +75,10 @@ def _model_proto(path_or_model):
     if isinstance(path_or_model, onnx.ModelProto):
         return path_or_model
     if isinstance(path_or_model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(path_or_model))
+        try:
+            return onnx.load_from_string(bytes(path_or_model))
+        except Exception as exc:  # DecodeError and others for foreign bytes
+            raise ValueError(f"the bytes given are not a readable ONNX model: {exc}") from None
     try:
         return onnx.load(path_or_model)
     except FileNotFoundError:
@@ -101,18 +104,18 @@ def _lstm_nodes(graph):
 
 
 def _constants(model):
-    from onnx import numpy_helper
-
+    """The TensorProto of every initializer and Constant output, by name (converted to
+    arrays only when the LSTM node needs them)."""
     values = {}
 
     def visit(graph):
         for init in graph.initializer:
-            values[init.name] = numpy_helper.to_array(init)
+            values[init.name] = init
         for node in graph.node:
             if node.op_type == "Constant":
                 for attr in node.attribute:
                     if attr.name == "value":
-                        values[node.output[0]] = numpy_helper.to_array(attr.t)
+                        values[node.output[0]] = attr.t
             for sub in _subgraphs(node):
                 visit(sub)
 
@@ -129,6 +132,16 @@ def _attributes(node):
 def read(path_or_model, node=None):
     """Read one LSTM node: (layer, direction, batch_first, initial (h0, c0) or None)."""
     model = _model_proto(path_or_model)
+    try:
+        return _read_node(model, node)
+    except (TypeError, AttributeError, KeyError, IndexError, RecursionError,
+            UnicodeDecodeError, OverflowError) as exc:
+        # attributes or tensors of the wrong type or size: a damaged or crafted model
+        raise ValueError(f"the ONNX model's LSTM node is malformed ({type(exc).__name__}: "
+                         f"{exc})") from None
+
+
+def _read_node(model, node):
     found = list(_lstm_nodes(model.graph))
     names = [name for name, _ in found]
     if not found:
@@ -160,7 +173,28 @@ def read(path_or_model, node=None):
                 raise ValueError(f"{where}: {label} ({input_name!r}) is computed in the graph, "
                                  f"not an initializer or Constant; fastlstm needs its value")
             return None
-        return np.asarray(consts[input_name], dtype=np.float64)
+        from onnx import TensorProto, checker, numpy_helper
+
+        tensor = consts[input_name]
+        if tensor.data_location == TensorProto.EXTERNAL:
+            # onnx.load(path) has already read the data of a file's tensors; a proto in
+            # memory must not make us open files relative to the current directory
+            raise ValueError(f"{where}: {label} ({input_name!r}) refers to external data that "
+                             f"is not loaded; load the model with onnx.load(path) first")
+        count = int(np.prod(list(tensor.dims), dtype=object))
+        held = len(tensor.raw_data) if tensor.raw_data else max(
+            len(tensor.float_data), len(tensor.double_data), len(tensor.int32_data),
+            len(tensor.int64_data), len(tensor.uint64_data), len(tensor.string_data))
+        if count < 0 or count > held:
+            # every element takes at least one byte: the dims claim more than the tensor holds
+            raise ValueError(f"{where}: {label} ({input_name!r}) declares shape "
+                             f"{list(tensor.dims)} but holds only {held} values/bytes")
+        check_memory(8 * count, f"{where} {label} of shape {list(tensor.dims)}")
+        try:
+            return np.asarray(numpy_helper.to_array(tensor), dtype=np.float64)
+        except (ValueError, TypeError, checker.ValidationError) as exc:
+            raise ValueError(f"{where}: {label} ({input_name!r}) is not a readable real "
+                             f"tensor of shape {list(tensor.dims)} ({exc})") from None
 
     W = const(w_name, "W", required=True)
     R = const(r_name, "R", required=True)

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-import fastlstm
+import distributed
 
-distributed = pytest.importorskip("distributed")
+import fastlstm
 
 
 def test_batch_scoring_on_a_local_cluster():

@@ -1,36 +1,24 @@
 """Sizes past 32-bit BLAS indices.
 
-``scipy.linalg.cython_blas.sgemm`` takes 32-bit ints, so the kernel does the input projection
-Gx = X . W_ih^T in slices of at most FL_GEMM_MAX_ELEMS = 2**30 elements (csrc/fastlstm.c):
-``chunk = 2**30 // max(input_size, 4*hidden)`` rows per sgemm call, per thread. All offsets
-into x, Gx and y are computed in 64 bits.
-
-Crossing a chunk needs more than 2**30 elements in x or Gx (4 GiB); on a CI VM merely touching
-that memory takes ~20 s, so the real sizes are opt-in:
-
-- ``test_input_projection_crosses_the_sgemm_chunk`` (``FASTLSTM_TEST_LARGE=1``, 4 GiB, ~25 s):
-  one thread, input_size 2**14, so a chunk is 65536 rows; 65569 rows make a second sgemm call
-  that starts inside a sequence.
-- ``test_offsets_past_2_31_elements`` (``FASTLSTM_TEST_HUGE=1``, ~9 GiB, a minute or two):
-  element offsets into x past 2**31, with 1 and 2 threads.
-- ``test_small_chunks`` (CI) exercises the same slicing at tiny sizes through a test-only hook
-  ``_core.set_gemm_max_elems(n)``; it is skipped until the native core provides that hook.
-- Requests the kernel could not index or that would not fit are refused in Python before any
-  allocation (also covered in test_bad_input.py).
+``scipy.linalg.cython_blas.sgemm`` takes 32-bit ints. The kernel (csrc/fastlstm.c,
+``input_projection``) never hands it a size that grows with the input: each call covers at
+most FL_PROJ_ROWS = 1024 rows and FL_K_CHUNK = 128 inputs, and every offset into x, Gx and y
+is computed in 64 bits. These tests run the real thing: many row and input blocks at small
+sizes, and an input whose element offsets pass 2**31 (8 GiB of x, about half a minute).
+Requests the kernel could not index or that would not fit are refused in Python before any
+allocation (also covered in test_bad_input.py).
 """
-import os
-
 import numpy as np
 import pytest
 
 import fastlstm
 from fastlstm import reference
+
 from fastlstm._checks import available_memory
 
 from conftest import assert_close
 
-GEMM_MAX_ELEMS = 1 << 30  # FL_GEMM_MAX_ELEMS in csrc/fastlstm.c
-GIB = 1 << 30
+PROJ_ROWS, K_CHUNK = 1024, 128   # FL_PROJ_ROWS, FL_K_CHUNK in csrc/
 
 # A dot product over 2**14 inputs rounds more than the table's typical sizes.
 LONG_SUM_TOL = {"atol": 2e-5, "rtol": 2e-4}
@@ -38,7 +26,7 @@ LONG_SUM_TOL = {"atol": 2e-5, "rtol": 2e-4}
 
 def _fill(shape, seed=0):
     """A large float32 array quickly: a prime-length random pattern repeated by doubling
-    copies, so neighbouring rows (and the rows either side of a chunk boundary) differ."""
+    copies, so neighbouring rows (and the rows either side of a block boundary) differ."""
     x = np.empty(int(np.prod(shape)), np.float32)
     n = min(100003, x.size)
     x[:n] = 0.05 * np.random.default_rng(seed).standard_normal(n)
@@ -49,11 +37,6 @@ def _fill(shape, seed=0):
     return x.reshape(shape)
 
 
-def _needs(gib):
-    if available_memory() < gib * GIB:
-        pytest.skip(f"needs {gib} GiB of free memory")
-
-
 def _check_rows(model, x, y, h, c, sequences):
     yr, (hr, cr) = reference.run(model, x[sequences])
     assert_close(y[sequences], yr, **LONG_SUM_TOL)
@@ -61,70 +44,40 @@ def _check_rows(model, x, y, h, c, sequences):
     assert_close(c[:, sequences], cr, **LONG_SUM_TOL)
 
 
-@pytest.mark.skipif(os.environ.get("FASTLSTM_TEST_LARGE") != "1",
-                    reason="opt-in: FASTLSTM_TEST_LARGE=1 (4 GiB, ~25 s)")
-def test_input_projection_crosses_the_sgemm_chunk():
-    _needs(6)
-    I, T = 1 << 14, 17
-    chunk = GEMM_MAX_ELEMS // I               # 65536 rows per sgemm call
-    B = chunk // T + 2                         # 3857 sequences, 65569 rows
-    boundary = chunk // T                      # sequence 3855 holds rows 65535..65551
-    assert B * T > chunk and boundary * T < chunk < (boundary + 1) * T
-    model = fastlstm.LSTM(I, 1, seed=0)
-    x = _fill((B, T, I))
-    fastlstm.set_num_threads(1)                # one thread: its rows span the boundary
-    y, (h, c) = model(x)
-    _check_rows(model, x, y, h, c, slice(boundary - 1, B))
-    _check_rows(model, x, y, h, c, slice(0, 2))
-
-
-@pytest.mark.skipif(os.environ.get("FASTLSTM_TEST_HUGE") != "1",
-                    reason="opt-in: FASTLSTM_TEST_HUGE=1 (about 9 GiB, a minute or two)")
-def test_offsets_past_2_31_elements():
-    _needs(10)
-    I, T = 1 << 14, 8
-    B = (1 << 31) // (I * T) + 3               # x holds 2**31 + 3*I*T elements
-    model = fastlstm.LSTM(I, 2, seed=1)
-    x = _fill((B, T, I))
-    for threads in (1, 2):
-        fastlstm.set_num_threads(threads)
-        y, (h, c) = model(x)
-        _check_rows(model, x, y, h, c, slice(B - 4, B))
-        _check_rows(model, x, y, h, c, slice(B // 2 - 1, B // 2 + 1))
-
-
-@pytest.fixture
-def small_chunks():
-    """The test-only hook: the kernel's sgemm slice limit (elements), restored afterwards."""
-    from fastlstm import _core
-
-    if not hasattr(_core, "set_gemm_max_elems"):
-        pytest.skip("needs the test-only hook _core.set_gemm_max_elems (see the module doc)")
-    before = _core.set_gemm_max_elems(1)
-    yield _core.set_gemm_max_elems
-    _core.set_gemm_max_elems(before)
-
-
-@pytest.mark.parametrize("limit", [1, 7, 64, 1000])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("config", [
-    dict(input_size=5, hidden_size=3),
-    dict(input_size=2, hidden_size=9, num_layers=2, bidirectional=True),
-    dict(input_size=33, hidden_size=4, proj_size=2, batch_first=False),
+    dict(input_size=3 * K_CHUNK + 5, hidden_size=3),
+    dict(input_size=K_CHUNK + 1, hidden_size=9, num_layers=2, bidirectional=True),
+    dict(input_size=2 * K_CHUNK, hidden_size=4, proj_size=2, batch_first=False),
 ])
-def test_small_chunks(small_chunks, limit, threads, config):
-    small_chunks(limit)
+def test_input_projection_in_many_row_and_input_blocks(threads, config):
+    """More rows than one sgemm call takes (per thread) and several input blocks."""
     fastlstm.set_num_threads(threads)
     model = fastlstm.LSTM(seed=2, **config)
-    shape = (7, 11, model.input_size) if model.batch_first else (11, 7, model.input_size)
+    B, T = 5, (2 * threads * PROJ_ROWS) // 5 + 7
+    shape = (B, T, model.input_size) if model.batch_first else (T, B, model.input_size)
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
-    lengths = np.array([11, 0, 3, 11, 5, 1, 10])
+    lengths = np.array([T, 0, 3, T - 1, T // 2])
     for kwargs in ({}, {"lengths": lengths}):
         y, (h, c) = model(x, **kwargs)
         yr, (hr, cr) = reference.run(model, x, **kwargs)
-        assert_close(y, yr)
-        assert_close(h, hr)
-        assert_close(c, cr)
+        assert_close(y, yr, **LONG_SUM_TOL)
+        assert_close(h, hr, **LONG_SUM_TOL)
+        assert_close(c, cr, **LONG_SUM_TOL)
+
+
+def test_offsets_past_2_31_elements():
+    """x holds more than 2**31 elements (8 GiB): rows past that offset, on 2 threads, give
+    the reference's numbers."""
+    I, T = 1 << 14, 8
+    B = (1 << 31) // (I * T) + 3
+    model = fastlstm.LSTM(I, 2, seed=1)
+    x = _fill((B, T, I))
+    fastlstm.set_num_threads(2)
+    y, (h, c) = model(x)
+    _check_rows(model, x, y, h, c, slice(B - 4, B))
+    _check_rows(model, x, y, h, c, slice(B // 2 - 1, B // 2 + 1))
+    del x, y
 
 
 def test_memory_check_counts_the_workspace():

@@ -146,10 +146,9 @@ def test_two_threads_run_in_parallel(threads_setting):
     Other processes share this machine and can take a core away at any moment. So each round
     brackets the measurement with a probe of the machine itself, two threads hashing large
     buffers (hashlib releases the GIL): a round counts against fastlstm only when the probe
-    found two free cores both before and after it. When no round saw a free machine, there is
-    nothing to measure and the test says so with the numbers."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs two cores")
+    found two free cores both before and after it. A run where no round reached 1.3x fails
+    with all the numbers (on a machine kept busy by others, the probes show why)."""
+    assert len(os.sched_getaffinity(0)) >= 2, "this test needs two cores"
     fastlstm.set_num_threads(1)
     model = fastlstm.LSTM(128, 256, seed=3)
     x = np.random.default_rng(2).standard_normal((16, 100, 128)).astype(np.float32)
@@ -175,5 +174,6 @@ def test_two_threads_run_in_parallel(threads_setting):
     assert not failed_on_free_machine, (
         f"two threads ran fastlstm only {max(failed_on_free_machine):.2f}x faster than one "
         f"while the machine had two free cores; rounds (probe, fastlstm, probe): {rounds}")
-    pytest.skip(f"the machine never had two free cores around a measurement (other load); "
-                f"rounds (probe, fastlstm, probe): {rounds}")
+    pytest.fail(f"two threads never ran fastlstm 1.3x faster than one, and the machine never "
+                f"had two free cores around a measurement (other load); rounds (probe, "
+                f"fastlstm, probe): {rounds}")

@@ -185,11 +185,16 @@ def markdown(results, summary_only=False):
                        f"all cores suffer most (a thread that waits for a descheduled partner "
                        f"at every step).")
         out += ["", "Peers:", ""] + _peer_status_lines(results) + [""]
+    for line in results["meta"].get("failed_runs", []):
+        out += [f"**No results for {line}**", ""]
     for run in results["runs"]:
         s = run["settings"]
         out += [f"## {run['threads']} thread(s)" if not summary_only else
                 f"### fastlstm benchmark, {run['threads']} thread(s) "
                 f"(sgemm {run['sgemm_gflops']:.1f} GFLOP/s, {meta['mode']} mode)", ""]
+        if run.get("crashed"):
+            out += [f"**The worker process died ({run['crashed']}); the workloads after it "
+                    f"did not run.**", ""]
         if not summary_only:
             out += [f"Median of {s['rounds']} alternating rounds after {s['warmup']} warm-up "
                     f"call(s); ratio = peer time / fastlstm time (above 1: fastlstm faster); "

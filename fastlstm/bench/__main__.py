@@ -91,33 +91,57 @@ def _run_worker(args, threads):
         if args.quick:
             cmd.append("--quick")
         proc = subprocess.run(cmd, env=_worker_env(threads))
-        if proc.returncode or not os.path.exists(out):
-            raise SystemExit(f"the worker for {threads} thread(s) failed (exit {proc.returncode})")
+        if not os.path.exists(out):
+            _log(f"the worker for {threads} thread(s) failed before its first workload "
+                 f"(exit {proc.returncode})")
+            return None
         with open(out) as fh:
-            return json.load(fh)
+            run = json.load(fh)
+        if proc.returncode or "in_progress" in run:
+            # A crash (a segfault in a kernel, say) is a result too: keep what finished.
+            run["crashed"] = f"exit {proc.returncode} during {run.get('in_progress', '?')}"
+            _log(f"the worker for {threads} thread(s) died: {run['crashed']}")
+        return run
+
+
+def _checkpoint_writer(path):
+    def write(run):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(run, fh)
+        os.replace(tmp, path)
+    return write
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:
-        run = run_threads(args.threads[0], args.workloads, args.peers, args.quick, _log)
-        with open(args.worker, "w") as fh:
-            json.dump(run, fh)
+        write = _checkpoint_writer(args.worker)
+        write(run_threads(args.threads[0], args.workloads, args.peers, args.quick, _log,
+                          checkpoint=write))
         return 0
     if args.in_process and len(args.threads) > 1 and "tensorflow" in args.peers:
         raise SystemExit("--in-process runs one thread count when tensorflow is a peer "
                          "(its thread pools are sized once per process)")
     started = time.time()
-    runs = []
+    runs, failed = [], []
     for threads in args.threads:
         if args.in_process:
             runs.append(run_threads(threads, args.workloads, args.peers, args.quick, _log))
         else:
-            runs.append(_run_worker(args, threads))
+            run = _run_worker(args, threads)
+            if run is None or not run["workloads"]:
+                failed.append(f"{threads} thread(s): "
+                              + (run["crashed"] if run else "the worker failed before its first workload"))
+            else:
+                runs.append(run)
+    if not runs:
+        raise SystemExit("no thread count produced results: " + "; ".join(failed))
     results = {
         "meta": {**machine_info(), "mode": "quick" if args.quick else "full",
                  "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
                  "wall_s": round(time.time() - started, 1),
+                 "failed_runs": failed,
                  "command": " ".join(["python -m fastlstm.bench"] + (sys.argv[1:] if argv is None else argv))},
         "runs": runs,
     }

@@ -198,6 +198,9 @@ def run_workload(name, peers, settings, progress=print):
     result["error_vs_float64"] = result["peers"]["fastlstm"]["error_vs_float64"]
 
     cpu_share = OtherProcessesCpu()
+    # The sgemm rate again, next to this workload's timings: on a shared machine the rate
+    # at the start of the run can be far from the one the workload met.
+    result["sgemm_gflops"] = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
     timings = time_interleaved(calls, settings)
     result["other_processes_cpu_fraction"] = cpu_share.fraction()
     for (peer_name, variant), t in timings.items():
@@ -228,7 +231,9 @@ def run_workload(name, peers, settings, progress=print):
 
 
 def evaluate_targets(result, sgemm):
-    """Pass/fail of each BENCH.md target for one workload result."""
+    """Pass/fail of each BENCH.md target for one workload result (against the sgemm rate
+    measured beside the workload when there is one)."""
+    sgemm = result.get("sgemm_gflops") or sgemm
     min_ratio, min_sgemm, max_varlen = TARGETS.get(result["name"], (None, None, None))
     fast = result["peers"]["fastlstm"]
     checks = []
@@ -254,23 +259,25 @@ def evaluate_targets(result, sgemm):
 
 
 def run_threads(threads, workloads, peer_names=None, quick=False, progress=print,
-                sgemm_n=2048):
+                sgemm_n=2048, checkpoint=None):
     """Everything for one thread count, in this process: workloads are names or ``Workload``
     objects. TensorFlow's threads can be set once per process only: call this at most once
     per process when TensorFlow is a peer. The thread settings of fastlstm and NumPy's BLAS
-    are restored afterwards."""
+    are restored afterwards. ``checkpoint(run)``, when given, receives the run so far before
+    each workload (``run["in_progress"]`` names it), so a crash still leaves the rest."""
     settings = Settings(quick)
     settings.sgemm_n = sgemm_n
     fastlstm_threads = fastlstm.get_num_threads()
     blas_control, restore_blas = limit_blas_threads(threads)
     try:
-        return _run_threads(threads, workloads, peer_names, settings, progress, blas_control)
+        return _run_threads(threads, workloads, peer_names, settings, progress, blas_control,
+                            checkpoint or (lambda run: None))
     finally:
         restore_blas()
         fastlstm.set_num_threads(fastlstm_threads)
 
 
-def _run_threads(threads, workloads, peer_names, settings, progress, blas_control):
+def _run_threads(threads, workloads, peer_names, settings, progress, blas_control, checkpoint):
     peer_names = list(PEERS) if peer_names is None else ["fastlstm"] + [
         n for n in peer_names if n != "fastlstm"]
     peers, peer_info = [], {}
@@ -289,28 +296,30 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
             if name == "fastlstm":
                 raise
             peer_info[name] = {"status": "missing", "reason": _error_text(exc)}
-    settings_used = {k: v for k, v in vars(settings).items()}
     progress(f"threads={threads}: peers "
              + ", ".join(f"{n} ({i['status']})" for n, i in peer_info.items()))
     cpu_share = OtherProcessesCpu()
     sgemm = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
     sgemm_avx2 = sgemm_gflops_avx2(threads, settings.sgemm_n, settings.sgemm_repeats)
     progress(f"  sgemm {settings.sgemm_n}^3 float32: {sgemm:.1f} GFLOP/s"
-             + (f" (AVX2 kernels only: {sgemm_avx2:.1f})" if sgemm_avx2 else "")
-             )
-    results = []
+             + (f" (AVX2 kernels only: {sgemm_avx2:.1f})" if sgemm_avx2 else ""))
+    run = {"threads": threads, "sgemm_gflops": sgemm, "sgemm_avx2_gflops": sgemm_avx2,
+           "other_processes_cpu_fraction": None, "blas_thread_control": blas_control,
+           "settings": dict(vars(settings)), "peers": peer_info,
+           "fastlstm_config": _fastlstm_config(), "workloads": []}
     for name in workloads:
+        run["in_progress"] = name if isinstance(name, str) else name.name
+        run["other_processes_cpu_fraction"] = cpu_share.fraction()
+        checkpoint(run)
         res = run_workload(name, peers, settings, progress)
         for pname, info in peer_info.items():
             if info["status"] != "ok":
                 res["peers"][pname] = dict(info)
         res["targets"] = evaluate_targets(res, sgemm)
-        results.append(res)
-    return {"threads": threads, "sgemm_gflops": sgemm, "sgemm_avx2_gflops": sgemm_avx2,
-            "other_processes_cpu_fraction": cpu_share.fraction(),
-            "blas_thread_control": blas_control,
-            "settings": settings_used, "peers": peer_info,
-            "fastlstm_config": _fastlstm_config(), "workloads": results}
+        run["workloads"].append(res)
+    del run["in_progress"]
+    run["other_processes_cpu_fraction"] = cpu_share.fraction()
+    return run
 
 
 class OtherProcessesCpu:

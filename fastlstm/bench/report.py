@@ -70,7 +70,8 @@ def summary_table(run, peers):
         gflops = fast.get("gflops")
         cells = [w["name"], w["shape"], _t(fast.get("time_s"))]
         cells += [_peer_cell(w["peers"].get(p, {"status": "missing"})) for p in others]
-        cells += [best_cell, f"{gflops:.1f} ({gflops / run['sgemm_gflops']:.0%})",
+        sgemm = w.get("sgemm_gflops") or run["sgemm_gflops"]
+        cells += [best_cell, f"{gflops:.1f} ({gflops / sgemm:.0%} of {sgemm:.0f})",
                   _e(w["error_vs_float64"]), _verdict(w["targets"]),
                   "-" if w.get("other_processes_cpu_fraction") is None
                   else f"{w['other_processes_cpu_fraction']:.0%}"]
@@ -185,11 +186,16 @@ def markdown(results, summary_only=False):
                        f"all cores suffer most (a thread that waits for a descheduled partner "
                        f"at every step).")
         out += ["", "Peers:", ""] + _peer_status_lines(results) + [""]
+    for line in results["meta"].get("failed_runs", []):
+        out += [f"**No results for {line}**", ""]
     for run in results["runs"]:
         s = run["settings"]
         out += [f"## {run['threads']} thread(s)" if not summary_only else
                 f"### fastlstm benchmark, {run['threads']} thread(s) "
                 f"(sgemm {run['sgemm_gflops']:.1f} GFLOP/s, {meta['mode']} mode)", ""]
+        if run.get("crashed"):
+            out += [f"**The worker process died ({run['crashed']}); the workloads after it "
+                    f"did not run.**", ""]
         if not summary_only:
             out += [f"Median of {s['rounds']} alternating rounds after {s['warmup']} warm-up "
                     f"call(s); ratio = peer time / fastlstm time (above 1: fastlstm faster); "
@@ -257,7 +263,8 @@ METHOD = """\
 - GFLOP/s = 2 * steps * 4H * (input + H), summed over layers and directions, per second,
   where steps = batch * time, or the sum of the real lengths for varlen and stack (the
   useful work). The sgemm rate is NumPy's float32 2048^3 matmul, best of several, in the
-  same process and thread count.
+  same process and thread count: once at the start of the run (the header) and again right
+  before each workload is timed (the "of N" in the tables, which the targets use).
 - varlen is also timed at full length (same batch, no lengths) in the same alternation;
   its fraction is time(lengths) / time(full length) per peer.
 - Absolute times drift on a shared machine; ratios from one run hold better."""

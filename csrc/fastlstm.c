@@ -180,12 +180,15 @@ static inline int row_length(const fl_seq *s, int b)
     return s->lengths ? s->lengths[b] : s->steps;
 }
 
-static inline ptrdiff_t data_row(const fl_seq *s, int r, int step, int *batch_index)
+/* The row of x and y that working row r reads at this step; *gx_row is its row of gx
+ * (the same, or its place among the valid rows when the projection was compacted). */
+static inline ptrdiff_t data_row(const fl_seq *s, int r, int step, ptrdiff_t *gx_row)
 {
     const int b = s->order ? s->order[r] : r;
     const int t = s->reverse ? row_length(s, b) - 1 - step : step;
-    *batch_index = b;
-    return (ptrdiff_t)b * s->row_b + (ptrdiff_t)t * s->row_t;
+    const ptrdiff_t row = (ptrdiff_t)b * s->row_b + (ptrdiff_t)t * s->row_t;
+    *gx_row = s->gx_start ? (ptrdiff_t)s->gx_start[b] + t : row;
+    return row;
 }
 
 /* Split n tasks into nth contiguous static ranges; the same thread gets the same range every
@@ -208,10 +211,10 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
     const int H = p->hidden_size, O = p->output_size, G = 4 * H;
     int r;
     for (r = r0; r < r0 + nb; r++) {
-        int b;
-        const ptrdiff_t row = data_row(s, r, step, &b);
+        ptrdiff_t gx_row;
+        const ptrdiff_t row = data_row(s, r, step, &gx_row);
         float *h_out = p->w_hr ? s->hfull + (size_t)r * H : h_next + (size_t)r * O;
-        cell_rows(p, s->gx + row * G, s->pre + (size_t)r * G, s->cs + (size_t)r * H, h_out,
+        cell_rows(p, s->gx + gx_row * G, s->pre + (size_t)r * G, s->cs + (size_t)r * H, h_out,
                   j0, j1);
         if (!p->w_hr && s->y)
             memcpy(s->y + row * s->y_ld + j0, h_out + j0, (size_t)(j1 - j0) * sizeof(float));
@@ -219,12 +222,19 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
 }
 
 /* Work of one step is cut two ways (see time_loop): by hidden blocks q in [q0, q1) over all
- * row groups, or by row groups g0, g0 + gstep, ... over all blocks. Row groups hold the
- * simd table's `rows` batch rows each. */
+ * row groups (owner_nth == 1), or by row groups over all blocks: thread `owner` of owner_nth
+ * takes the groups dealt to it in snake order 0 1 .. n-1 n-1 .. 1 0 0 1 .., which balances
+ * rows sorted by length. Row groups hold the simd table's `rows` batch rows each. */
 typedef struct {
-    int q0, q1;       /* hidden (or output) blocks */
-    int g0, gstep;    /* row groups */
+    int q0, q1;           /* hidden (or output) blocks */
+    int owner, owner_nth; /* row groups */
 } work_share;
+
+static inline int owns_group(work_share w, int g)
+{
+    const int pos = g % w.owner_nth, lap = g / w.owner_nth;
+    return (lap % 2 ? w.owner_nth - 1 - pos : pos) == w.owner;
+}
 
 /* Gate tiles and the fused update for one step: pre = h_prev . W_hh^T for the share's blocks
  * and groups, then the cell update for those units and rows. For each block the weights are
@@ -265,14 +275,16 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
         const float *wq = p->w_hh_packed + q * block_floats;
         for (k0 = 0; k0 < O; k0 += FL_K_CHUNK) {
             const int kc = O - k0 < FL_K_CHUNK ? O - k0 : FL_K_CHUNK;
-            for (g = w.g0; g < groups; g += w.gstep) {
+            for (g = 0; g < groups; g++) {
+                if (!owns_group(w, g)) continue;
                 const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
                 cx->simd->tile(4, wq + (size_t)k0 * 4 * FL_TILE_UNITS, kc,
                                h_prev + (size_t)r0 * O + k0, O, nb, s->pre + (size_t)r0 * G + j0,
                                G, H, j1 - j0, k0 > 0);
             }
         }
-        for (g = w.g0; g < groups; g += w.gstep) {
+        for (g = 0; g < groups; g++) {
+            if (!owns_group(w, g)) continue;
             const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
             update_rows(cx, step, r0, nb, j0, j1, h_next);
         }
@@ -287,11 +299,13 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, O = p->output_size, R = cx->simd->rows;
     const int groups = (active + R - 1) / R;
-    int q, g, r, j, b;
+    int q, g, r, j;
+    ptrdiff_t gx_row;
     for (q = w.q0; q < w.q1; q++) {
         const int j0 = q * FL_TILE_UNITS;
         const int j1 = j0 + FL_TILE_UNITS < O ? j0 + FL_TILE_UNITS : O;
-        for (g = w.g0; g < groups; g += w.gstep) {
+        for (g = 0; g < groups; g++) {
+            if (!owns_group(w, g)) continue;
             const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
             cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * FL_TILE_UNITS, H,
                            s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
@@ -301,7 +315,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
                 if (p->has_proj_clip)
                     for (j = j0; j < j1; j++) hr[j] = clampf(hr[j], p->proj_clip);
                 if (s->y) {
-                    const ptrdiff_t row = data_row(s, r, step, &b);
+                    const ptrdiff_t row = data_row(s, r, step, &gx_row);
                     memcpy(s->y + row * s->y_ld + j0, hr + j0, (size_t)(j1 - j0) * sizeof(float));
                 }
             }
@@ -347,11 +361,11 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
         if (by_rows) {
             /* the owner of row group 0 takes a lone last row (gate_work's paired mode, where
              * q counts pairs of blocks) */
-            if (active == 1) w.q0 = 0, w.q1 = tid == 0 ? (blocks + 1) / 2 : 0, w.g0 = 0, w.gstep = 1;
-            else w.q0 = 0, w.q1 = blocks, w.g0 = tid, w.gstep = nth;
+            if (active == 1) w.q0 = 0, w.q1 = tid == 0 ? (blocks + 1) / 2 : 0, w.owner = 0, w.owner_nth = 1;
+            else w.q0 = 0, w.q1 = blocks, w.owner = tid, w.owner_nth = nth;
         } else {
             my_range(active == 1 ? (blocks + 1) / 2 : blocks, tid, nth, &a, &b);
-            w.q0 = (int)a, w.q1 = (int)b, w.g0 = 0, w.gstep = 1;
+            w.q0 = (int)a, w.q1 = (int)b, w.owner = 0, w.owner_nth = 1;
         }
         gate_work(cx, step, active, h_prev, h_next, w);
         if (p->w_hr) {
@@ -360,7 +374,7 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
                 my_range(out_blocks, tid, nth, &a, &b);
                 w.q0 = (int)a, w.q1 = (int)b;
             } else {
-                w.q0 = 0, w.q1 = out_blocks, w.g0 = tid, w.gstep = nth;
+                w.q0 = 0, w.q1 = out_blocks, w.owner = tid, w.owner_nth = nth;
             }
             projection_work(cx, step, active, h_next, w);
         }
@@ -432,6 +446,32 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
     long r0, a, b;
     if (s->input_by_tiles) {
         input_tiles(p, s, tid, nth);
+        return;
+    }
+    if (s->gx_start) {
+        /* Variable lengths: gather this thread's sequences' valid rows into xc, packed, and
+         * project only those; padding costs nothing. */
+        long q0, q1, q;
+        int t;
+        my_range(s->batch, tid, nth, &q0, &q1);
+        for (q = q0; q < q1; q++)
+            for (t = 0; t < s->lengths[q]; t++)
+                memcpy(s->xc + ((ptrdiff_t)s->gx_start[q] + t) * I,
+                       s->x + ((ptrdiff_t)q * s->row_b + (ptrdiff_t)t * s->row_t) * xld,
+                       (size_t)I * sizeof(float));
+        {
+            const long total = (long)s->gx_start[s->batch - 1] + s->lengths[s->batch - 1];
+            a = q0 < s->batch ? (long)s->gx_start[q0] : total;
+            b = q1 < s->batch ? (long)s->gx_start[q1] : total;
+        }
+        for (r0 = a; r0 < b; r0 += FL_PROJ_ROWS) {
+            int n = (int)(b - r0 < FL_PROJ_ROWS ? b - r0 : FL_PROJ_ROWS), k0;
+            for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
+                int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
+                sgemm(&tr, &nt, &G, &n, &kc, &one, (float *)p->w_ih + k0, &I,
+                      s->xc + r0 * I + k0, &I, k0 ? &one : &zero, s->gx + r0 * G, &G);
+            }
+        }
         return;
     }
     my_range((long)s->batch * s->steps, tid, nth, &a, &b);

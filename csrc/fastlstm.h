@@ -84,6 +84,9 @@ typedef struct {
     int num_threads;
     int input_by_tiles;           /* input projection by the tile kernel instead of sgemm: each
                                      row's result then depends on that row alone (streaming) */
+    const long long *gx_start;    /* (B) with lengths: gx holds only valid rows, sequence b's
+                                     from row gx_start[b] (prefix sums of lengths); else NULL */
+    float *xc;                    /* workspace (valid rows, I) for the packed inputs */
 } fl_seq;
 
 void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm);

@@ -58,6 +58,8 @@ cdef extern from "fastlstm.h" nogil:
         float *hfull
         int num_threads
         int input_by_tiles
+        const long long *gx_start
+        float *xc
 
     void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm)
     size_t fl_packed_size(int groups, int units, int K)
@@ -220,10 +222,10 @@ cdef class Workspace:
 
     A stream keeps one so that a step allocates nothing but its output.
     """
-    cdef readonly object gx, pre, hs, hs2, cs, hfull, buf_a, buf_b
+    cdef readonly object gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
     cdef readonly Py_ssize_t rows, batch
 
-    def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch):
+    def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
         cdef int G = 0, H = 0, O = 0, W = 0
         for directions in layers:
             for k in directions:
@@ -242,6 +244,9 @@ cdef class Workspace:
         n_between = rows * W if len(layers) > 1 else 0
         self.buf_a = np.empty(max(n_between, 1), np.float32)
         self.buf_b = np.empty(max(n_between if len(layers) > 2 else 0, 1), np.float32)
+        # With lengths, the valid rows of each layer's input, packed (see fl_seq.gx_start).
+        widest_in = max(max(d[0].input_size for d in layers), W)
+        self.xc = np.empty(max(rows * widest_in if compact else 0, 1), np.float32)
 
 
 cdef const float *_opt_ptr(object a) except? NULL:
@@ -280,9 +285,11 @@ cdef class Plan:
 
     def __init__(self, list layers, Py_ssize_t batch, Py_ssize_t steps, bint batch_first,
                  list h0, list c0, list hn, list cn, object lengths, object order,
-                 Workspace ws, bint stepwise):
+                 Workspace ws, bint stepwise, object gx_start=None):
         cdef fl_seq base
         cdef const int[::1] lengths_v, order_v
+        cdef const long long[::1] start_v
+        cdef float[::1] xc_v = ws.xc
         cdef CellKernel kern
         cdef Py_ssize_t l, d, k = 0, D
         cdef float[::1] a_view = ws.buf_a, b_view = ws.buf_b, hf_v = ws.hfull
@@ -310,6 +317,13 @@ cdef class Plan:
                 raise ValueError("lengths and order must have one entry per sequence")
             if batch:
                 base.lengths, base.order = &lengths_v[0], &order_v[0]
+            if gx_start is not None and batch and not stepwise:
+                start_v = gx_start
+                max_in = max((<CellKernel>d[0]).input_size for d in layers)
+                if start_v.shape[0] != batch or xc_v.shape[0] < batch * steps * max_in:
+                    raise ValueError("gx_start needs one entry per sequence and a compact "
+                                     "workspace")
+                base.gx_start, base.xc = &start_v[0], &xc_v[0]
         base.gx, base.pre, base.cs = &gx_v[0], &pre_v[0], &cs_v[0]
         base.hs, base.hs2 = &hs_v[0], &hs2_v[0]
         base.input_by_tiles = stepwise
@@ -389,7 +403,8 @@ cdef class Plan:
 
 def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, list c0,
               list hn, list cn, object lengths, object order,
-              float[:, :, ::1] y, Workspace ws, int num_threads, bint stepwise=False):
+              float[:, :, ::1] y, Workspace ws, int num_threads, bint stepwise=False,
+              object gx_start=None):
     """Run every layer and direction of a stack over x.
 
     layers: per layer, a list of CellKernel (1 or 2 directions).
@@ -399,9 +414,12 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     lengths, order: (B,) int32 or None.  y: the last layer's output, laid out like x, or None.
     stepwise: input projection by the tile kernel, so that each row's result is independent of
     the rest of the batch (streams and pools).
+    gx_start: with lengths, (B,) int64 prefix sums of the lengths: only valid rows are
+    projected (needs a Workspace made with compact=True).
     """
     B, T = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
-    plan = Plan(layers, B, T, batch_first, h0, c0, hn, cn, lengths, order, ws, stepwise)
+    plan = Plan(layers, B, T, batch_first, h0, c0, hn, cn, lengths, order, ws, stepwise,
+                gx_start)
     plan.run(x, y, num_threads)
 
 

@@ -159,9 +159,13 @@ class _Stack:
         B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
         if workspace is None:
             self._check_call_size(B, T, return_sequences)
-        order = None
+        order = gx_start = None
         if lengths is not None:
             order = np.argsort(-lengths, kind="stable").astype(np.int32)
+            if not stepwise:
+                # only the valid rows are projected, packed sequence after sequence
+                gx_start = np.zeros(B, np.int64)
+                np.cumsum(lengths[:-1], out=gx_start[1:])
         D = self.num_directions
         if return_sequences:
             shape = (B, T, D * self.output_size) if bf else (T, B, D * self.output_size)
@@ -170,9 +174,10 @@ class _Stack:
             y = None
         if hn is None:
             hn, cn = self._zero_lists(B)
-        ws = workspace if workspace is not None else _core.Workspace(self._kernels, B * T, B)
-        _core.run_stack(self._kernels, x, bf, h0, c0, hn, cn, lengths, order, y, ws,
-                        runtime.get_num_threads(), stepwise)
+        if workspace is None or (gx_start is not None and workspace.xc.size < 2):
+            workspace = _core.Workspace(self._kernels, B * T, B, compact=gx_start is not None)
+        _core.run_stack(self._kernels, x, bf, h0, c0, hn, cn, lengths, order, y, workspace,
+                        runtime.get_num_threads(), stepwise, gx_start)
         if not return_sequences:
             y = np.concatenate(hn[-D:], axis=1)
             if T == 0:

@@ -77,6 +77,10 @@ def _worker_env(threads):
     # setup sets its own count explicitly as well.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    # OpenBLAS's idle workers (NumPy's, behind the NumPy peer) busy-wait about 2**28 cycles,
+    # a tenth of a second, after each call: far past the harness's idle gap, so they would
+    # take a core from whichever peer is timed next. 2**4 cycles lets them sleep at once.
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("KERAS_BACKEND", "tensorflow")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH")) if p)

@@ -2,7 +2,8 @@
 
 OpenMP is used only when the compiler can build *and run* a small OpenMP program; otherwise
 the extension is built serially and a warning says so. The default build carries no
--march=native and no -ffast-math, so a wheel runs on any x86-64 or ARM CPU.
+CPU-specific -m flags and no fast-math, so a wheel runs on any x86-64 or ARM CPU; the
+SIMD kernels are chosen at run time (csrc/fl_simd.c).
 """
 import os
 import subprocess
@@ -59,9 +60,11 @@ def extensions():
         # A debugging build: AddressSanitizer + UBSan, bounds checks on, no optimisation.
         extra_compile += ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
         extra_link += ["-fsanitize=address,undefined"]
-    directives = {"language_level": 3}
-    if os.environ.get("FASTLSTM_SANITIZE"):
-        directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
+    # Bounds checks are off in the default build (Python validates every argument first) and
+    # on in the sanitizer build; they are set here, not in the .pyx header, which would win.
+    checks = bool(os.environ.get("FASTLSTM_SANITIZE"))
+    directives = {"language_level": 3, "cdivision": True, "boundscheck": checks,
+                  "wraparound": checks, "initializedcheck": checks}
     ext = Extension(
         "fastlstm._core",
         sources=["fastlstm/_core.pyx", "csrc/fastlstm.c", "csrc/fl_simd.c"],

@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+# cython: language_level=3
+# (bounds-check directives come from setup.py: off by default, on for FASTLSTM_SANITIZE=1)
 """The native path: builds C cell descriptions and runs whole stacks without the GIL.
 
 Python (fastlstm.models) validates every argument before it calls in here; this module only

@@ -443,12 +443,29 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
  * added in order (beta = 1 after the first block): the float32 error then grows with
  * 128 + I/128 rather than with I. The Cython caller keeps SciPy's OpenBLAS single-threaded
  * meanwhile, so every thread's call runs where it is made. */
-static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
+/* gx rows [a, b) = x rows [a, b) . W_ih^T, in sgemm calls of FL_PROJ_ROWS rows, the inputs
+ * added in FL_K_CHUNK blocks (beta = 1 after the first). */
+static void project_rows(const fl_cell *p, fl_sgemm_fn sgemm, const float *x, int xld, float *gx,
+                         long a, long b)
 {
-    int G = 4 * p->hidden_size, I = p->input_size, xld = s->x_ld;
+    int G = 4 * p->hidden_size, I = p->input_size;
     float one = 1.0f, zero = 0.0f;
     char tr = 'T', nt = 'N';
-    long r0, a, b;
+    long r0;
+    for (r0 = a; r0 < b; r0 += FL_PROJ_ROWS) {
+        int n = (int)(b - r0 < FL_PROJ_ROWS ? b - r0 : FL_PROJ_ROWS), k0;
+        for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
+            int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
+            sgemm(&tr, &nt, &G, &n, &kc, &one, (float *)p->w_ih + k0, &I,
+                  (float *)x + r0 * xld + k0, &xld, k0 ? &one : &zero, gx + r0 * G, &G);
+        }
+    }
+}
+
+static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
+{
+    const int I = p->input_size;
+    long a, b;
     if (s->input_by_tiles) {
         input_tiles(p, s, tid, nth);
         return;
@@ -456,38 +473,22 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
     if (s->gx_start) {
         /* Variable lengths: gather this thread's sequences' valid rows into xc, packed, and
          * project only those; padding costs nothing. */
+        const long total = (long)s->gx_start[s->batch - 1] + s->lengths[s->batch - 1];
         long q0, q1, q;
         int t;
         my_range(s->batch, tid, nth, &q0, &q1);
         for (q = q0; q < q1; q++)
             for (t = 0; t < s->lengths[q]; t++)
                 memcpy(s->xc + ((ptrdiff_t)s->gx_start[q] + t) * I,
-                       s->x + ((ptrdiff_t)q * s->row_b + (ptrdiff_t)t * s->row_t) * xld,
+                       s->x + ((ptrdiff_t)q * s->row_b + (ptrdiff_t)t * s->row_t) * s->x_ld,
                        (size_t)I * sizeof(float));
-        {
-            const long total = (long)s->gx_start[s->batch - 1] + s->lengths[s->batch - 1];
-            a = q0 < s->batch ? (long)s->gx_start[q0] : total;
-            b = q1 < s->batch ? (long)s->gx_start[q1] : total;
-        }
-        for (r0 = a; r0 < b; r0 += FL_PROJ_ROWS) {
-            int n = (int)(b - r0 < FL_PROJ_ROWS ? b - r0 : FL_PROJ_ROWS), k0;
-            for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
-                int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
-                sgemm(&tr, &nt, &G, &n, &kc, &one, (float *)p->w_ih + k0, &I,
-                      s->xc + r0 * I + k0, &I, k0 ? &one : &zero, s->gx + r0 * G, &G);
-            }
-        }
+        a = q0 < s->batch ? (long)s->gx_start[q0] : total;
+        b = q1 < s->batch ? (long)s->gx_start[q1] : total;
+        project_rows(p, sgemm, s->xc, I, s->gx, a, b);
         return;
     }
     my_range((long)s->batch * s->steps, tid, nth, &a, &b);
-    for (r0 = a; r0 < b; r0 += FL_PROJ_ROWS) {
-        int n = (int)(b - r0 < FL_PROJ_ROWS ? b - r0 : FL_PROJ_ROWS), k0;
-        for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
-            int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
-            sgemm(&tr, &nt, &G, &n, &kc, &one, (float *)p->w_ih + k0, &I,
-                  (float *)s->x + r0 * xld + k0, &xld, k0 ? &one : &zero, s->gx + r0 * G, &G);
-        }
-    }
+    project_rows(p, sgemm, s->x, s->x_ld, s->gx, a, b);
 }
 
 /* Input projection, then the time loop, on each of nth threads. */

@@ -174,7 +174,7 @@ class _Stack:
             y = None
         if hn is None:
             hn, cn = self._zero_lists(B)
-        if workspace is None or (gx_start is not None and workspace.xc.size < 2):
+        if workspace is None:
             workspace = _core.Workspace(self._kernels, B * T, B, compact=gx_start is not None)
         _core.run_stack(self._kernels, x, bf, h0, c0, hn, cn, lengths, order, y, workspace,
                         runtime.get_num_threads(), stepwise, gx_start)

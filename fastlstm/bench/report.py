@@ -282,53 +282,47 @@ def plots(results, out_dir):
     runs = results["runs"]
     files = []
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.5), squeeze=False)
-    for ax, run in zip(axes[0], runs):
+    def grouped_bars(ax, run, field, scale):
+        """One group of bars per workload, one bar per peer that has `field`."""
         names = [w["name"] for w in run["workloads"]]
         width = 0.8 / max(1, len(peers))
         for j, p in enumerate(peers):
             xs, ys = [], []
             for i, w in enumerate(run["workloads"]):
-                t = w["peers"].get(p, {}).get("time_s")
-                if t is not None:
+                value = w["peers"].get(p, {}).get(field)
+                if value is not None:
                     xs.append(i + (j - (len(peers) - 1) / 2) * width)
-                    ys.append(t * 1e3)
+                    ys.append(value * scale)
             ax.bar(xs, ys, width, label=p)
-        ax.set_yscale("log")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right")
+
+    def figure(name, draw):
+        fig, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.5), squeeze=False)
+        for ax, run in zip(axes[0], runs):
+            draw(ax, run)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        files.append(name)
+        fig.savefig(os.path.join(out_dir, name), dpi=110)
+        plt.close(fig)
+
+    def times(ax, run):
+        grouped_bars(ax, run, "time_s", 1e3)
+        ax.set_yscale("log")
         ax.set_ylabel("ms per call (median, log scale)")
         ax.set_title(f"time per workload, {run['threads']} thread(s)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append("time_per_workload.png")
-    fig.savefig(os.path.join(out_dir, files[-1]), dpi=110)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.5), squeeze=False)
-    for ax, run in zip(axes[0], runs):
-        names = [w["name"] for w in run["workloads"]]
-        width = 0.8 / max(1, len(peers))
-        for j, p in enumerate(peers):
-            xs, ys = [], []
-            for i, w in enumerate(run["workloads"]):
-                g = w["peers"].get(p, {}).get("gflops")
-                if g is not None:
-                    xs.append(i + (j - (len(peers) - 1) / 2) * width)
-                    ys.append(g)
-            ax.bar(xs, ys, width, label=p)
+    def rates(ax, run):
+        grouped_bars(ax, run, "gflops", 1.0)
         ax.axhline(run["sgemm_gflops"], color="black", linestyle="--",
                    label=f"sgemm {run['sgemm_gflops']:.0f}")
         ax.axhline(0.9 * run["sgemm_gflops"], color="gray", linestyle=":", label="90% of sgemm")
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=30, ha="right")
         ax.set_ylabel("GFLOP/s")
         ax.set_title(f"GFLOP/s against the sgemm rate, {run['threads']} thread(s)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append("gflops_vs_sgemm.png")
-    fig.savefig(os.path.join(out_dir, files[-1]), dpi=110)
-    plt.close(fig)
+
+    figure("time_per_workload.png", times)
+    figure("gflops_vs_sgemm.png", rates)
     return {"files": files}
 
 

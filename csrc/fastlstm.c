@@ -433,46 +433,62 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
     }
 }
 
-/* Rows of the input projection per sgemm call: enough to amortize BLAS's packing of each
- * W_ih block (measured: 128 rows cost 30% on the batch workload, 1024 nothing), few enough
- * that every size handed to the 32-bit BLAS stays small. */
+/* Rows of the input projection per sgemm call, at most: enough to amortize BLAS's packing of
+ * each W_ih block (measured: 128 rows cost 30% on the batch workload, 1024 nothing), few
+ * enough that every size handed to the 32-bit BLAS stays small. */
 #define FL_PROJ_ROWS 1024
+#define FL_PROJ_MIN_ROWS 64
+#define FL_PROJ_CHUNKS 16
 
-/* Gx = X . W_ih^T for this thread's share of the (b, t) rows (column-major view: 4H x rows),
- * with sgemm. Like the tile kernels, the sum over inputs is formed in blocks of FL_K_CHUNK,
- * added in order (beta = 1 after the first block): the float32 error then grows with
- * 128 + I/128 rather than with I. The Cython caller keeps SciPy's OpenBLAS single-threaded
- * meanwhile, so every thread's call runs where it is made. */
-/* gx rows [a, b) = x rows [a, b) . W_ih^T, in sgemm calls of FL_PROJ_ROWS rows, the inputs
- * added in FL_K_CHUNK blocks (beta = 1 after the first). */
+/* Rows of x are projected in chunks of this many, cut at the same places whatever the thread
+ * count, and the chunks are dealt to the threads. A BLAS whose rounding of a row depends on
+ * its place in a call (OpenBLAS's Haswell sgemm does) then still gives the same bits for 1
+ * and for N threads. About FL_PROJ_CHUNKS chunks balance the threads. */
+static long projection_chunk(long rows)
+{
+    long chunk = (rows + FL_PROJ_CHUNKS - 1) / FL_PROJ_CHUNKS;
+    chunk = (chunk + 15) / 16 * 16;
+    return chunk < FL_PROJ_MIN_ROWS ? FL_PROJ_MIN_ROWS : (chunk > FL_PROJ_ROWS ? FL_PROJ_ROWS : chunk);
+}
+
+/* gx rows [a, b) = x rows [a, b) . W_ih^T in one sgemm over the rows (column-major view:
+ * 4H x rows), the inputs added in FL_K_CHUNK blocks (beta = 1 after the first) like the tile
+ * kernels: the float32 error then grows with 128 + I/128 rather than with I. The Cython caller
+ * keeps SciPy's OpenBLAS single-threaded meanwhile, so every call runs where it is made. */
 static void project_rows(const fl_cell *p, fl_sgemm_fn sgemm, const float *x, int xld, float *gx,
                          long a, long b)
 {
-    int G = 4 * p->hidden_size, I = p->input_size;
+    int G = 4 * p->hidden_size, I = p->input_size, n = (int)(b - a), k0;
     float one = 1.0f, zero = 0.0f;
     char tr = 'T', nt = 'N';
-    long r0;
-    for (r0 = a; r0 < b; r0 += FL_PROJ_ROWS) {
-        int n = (int)(b - r0 < FL_PROJ_ROWS ? b - r0 : FL_PROJ_ROWS), k0;
-        for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
-            int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
-            sgemm(&tr, &nt, &G, &n, &kc, &one, (float *)p->w_ih + k0, &I,
-                  (float *)x + r0 * xld + k0, &xld, k0 ? &one : &zero, gx + r0 * G, &G);
-        }
+    for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
+        int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
+        sgemm(&tr, &nt, &G, &n, &kc, &one, (float *)p->w_ih + k0, &I,
+              (float *)x + a * xld + k0, &xld, k0 ? &one : &zero, gx + a * G, &G);
     }
+}
+
+/* This thread's chunks of rows [0, rows) (see projection_chunk). */
+static void project_chunks(const fl_cell *p, fl_sgemm_fn sgemm, const float *x, int xld,
+                           float *gx, long rows, int tid, int nth)
+{
+    const long chunk = projection_chunk(rows), chunks = (rows + chunk - 1) / chunk;
+    long c0, c1, c;
+    my_range(chunks, tid, nth, &c0, &c1);
+    for (c = c0; c < c1; c++)
+        project_rows(p, sgemm, x, xld, gx, c * chunk, (c + 1) * chunk < rows ? (c + 1) * chunk : rows);
 }
 
 static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
 {
     const int I = p->input_size;
-    long a, b;
     if (s->input_by_tiles) {
         input_tiles(p, s, tid, nth);
         return;
     }
     if (s->gx_start) {
-        /* Variable lengths: gather this thread's sequences' valid rows into xc, packed, and
-         * project only those; padding costs nothing. */
+        /* Variable lengths: gather the valid rows into xc, packed, and project only those;
+         * padding costs nothing. */
         const long total = (long)s->gx_start[s->batch - 1] + s->lengths[s->batch - 1];
         long q0, q1, q;
         int t;
@@ -482,13 +498,11 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
                 memcpy(s->xc + ((ptrdiff_t)s->gx_start[q] + t) * I,
                        s->x + ((ptrdiff_t)q * s->row_b + (ptrdiff_t)t * s->row_t) * s->x_ld,
                        (size_t)I * sizeof(float));
-        a = q0 < s->batch ? (long)s->gx_start[q0] : total;
-        b = q1 < s->batch ? (long)s->gx_start[q1] : total;
-        project_rows(p, sgemm, s->xc, I, s->gx, a, b);
+        barrier(nth);   /* xc is complete */
+        project_chunks(p, sgemm, s->xc, I, s->gx, total, tid, nth);
         return;
     }
-    my_range((long)s->batch * s->steps, tid, nth, &a, &b);
-    project_rows(p, sgemm, s->x, s->x_ld, s->gx, a, b);
+    project_chunks(p, sgemm, s->x, s->x_ld, s->gx, (long)s->batch * s->steps, tid, nth);
 }
 
 /* Input projection, then the time loop, on each of nth threads. */

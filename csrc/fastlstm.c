@@ -142,23 +142,26 @@ static void cell_rows(const fl_cell *p, const float *gx, float *pre, float *c, f
 
 size_t fl_packed_size(int rows_per_group, int units, int K)
 {
-    const size_t blocks = ((size_t)units + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
-    return blocks * (size_t)K * (size_t)rows_per_group * FL_TILE_UNITS;
+    const size_t U = (size_t)fl_simd()->units;
+    const size_t blocks = ((size_t)units + U - 1) / U;
+    return blocks * (size_t)K * (size_t)rows_per_group * U;
 }
 
-/* Pack w (groups*units, K), row-major, into tiles [block][k][group][8]: block q holds units
- * q*8 .. q*8+7 of every group (the four gates for w_hh, one group for w_hr), zero-padded. */
+/* Pack w (groups*units, K), row-major, into tiles [block][k][group][U], U = the SIMD table's
+ * units per block: block q holds units q*U .. q*U+U-1 of every group (the four gates for
+ * w_hh, one group for w_hr), zero-padded. */
 void fl_pack(const float *w, int groups, int units, int K, float *out)
 {
-    const int blocks = (units + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const int U = fl_simd()->units;
+    const int blocks = (units + U - 1) / U;
     int q, k, g, u;
     for (q = 0; q < blocks; q++) {
-        float *dst = out + (size_t)q * K * groups * FL_TILE_UNITS;
+        float *dst = out + (size_t)q * K * groups * U;
         for (k = 0; k < K; k++)
             for (g = 0; g < groups; g++)
-                for (u = 0; u < FL_TILE_UNITS; u++) {
-                    const int unit = q * FL_TILE_UNITS + u;
-                    dst[((size_t)k * groups + g) * FL_TILE_UNITS + u] =
+                for (u = 0; u < U; u++) {
+                    const int unit = q * U + u;
+                    dst[((size_t)k * groups + g) * U + u] =
                         unit < units ? w[((size_t)g * units + unit) * K + k] : 0.0f;
                 }
     }
@@ -204,9 +207,6 @@ static inline void my_range(long n, int tid, int nth, long *a, long *b)
     *b = n * (tid + 1) / nth;
 }
 
-/* gate_tasks takes the recurrent product FL_K_CHUNK inputs at a time over all of a block's
- * row groups: a 128 x 32-float slice of packed weights (16 KiB) stays in L1 meanwhile. */
-
 /* The fused update of rows r0..r0+nb for hidden units [j0, j1), from pre = h_prev . W_hh^T. */
 static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, int j1,
                         float *h_next)
@@ -226,42 +226,81 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
     }
 }
 
-/* Work of one step is cut two ways (see time_loop): by hidden blocks q in [q0, q1) over all
+/* Ask for the rows' Gx slices of units j0.. (four gates) and their output slices, which the
+ * update of this block reads and writes once the tiles are done. Gx rows of one step lie
+ * a whole sequence apart in memory (rows are (b, t)), so no hardware prefetcher predicts
+ * them: without this the update waits on memory for every slice (measured: the update took
+ * 28% of the batch workload, more than half of it stalled). Always inlined: as a call of its
+ * own, gcc finds it free of side effects and drops it. */
+static inline __attribute__((always_inline)) void prefetch_rows(const step_ctx *cx, int step, int r0, int nb, int j0)
+{
+    const fl_seq *s = cx->s;
+    const int H = cx->p->hidden_size, G = 4 * H;
+    int r, g;
+    for (r = r0; r < r0 + nb; r++) {
+        ptrdiff_t gx_row;
+        const ptrdiff_t row = data_row(s, r, step, &gx_row);
+        const float *gxr = s->gx + gx_row * G + j0;
+        for (g = 0; g < 4; g++) __builtin_prefetch(gxr + (size_t)g * H, 0, 3);
+        if (s->y) __builtin_prefetch(s->y + row * s->y_ld + j0, 1, 3);
+    }
+}
+
+/* Row groups: the batch's working rows are cut once per run into `groups` groups of at most
+ * the simd table's `rows` rows, as even as can be (group g holds rows [g*B/n, (g+1)*B/n)),
+ * so a batch of 32 runs as 5,5,6,5,5,6 rather than 6,6,6,6,6,2. At each step a group covers
+ * only its rows below `active`. The cut depends on the batch alone, never on the step, so a
+ * row stays with the thread that owns its group for the whole run.
+ *
+ * Work of one step is cut two ways (see time_loop): by hidden blocks q in [q0, q1) over all
  * row groups (owner_nth == 1), or by row groups over all blocks: thread `owner` of owner_nth
- * takes the groups dealt to it in snake order 0 1 .. n-1 n-1 .. 1 0 0 1 .., which balances
- * rows sorted by length. Row groups hold the simd table's `rows` batch rows each. */
+ * takes a contiguous run of groups, or, with lengths (rows sorted longest first), the groups
+ * dealt in snake order 0 1 .. n-1 n-1 .. 1 0 0 1 .., which balances the shrinking batch. */
 typedef struct {
     int q0, q1;           /* hidden (or output) blocks */
     int owner, owner_nth; /* row groups */
+    int groups, batch;    /* the cut: `groups` groups of the run's `batch` rows */
+    int snake;
 } work_share;
 
 static inline int owns_group(work_share w, int g)
 {
-    const int pos = g % w.owner_nth, lap = g / w.owner_nth;
-    return (lap % 2 ? w.owner_nth - 1 - pos : pos) == w.owner;
+    if (w.owner_nth == 1) return 1;
+    if (w.snake) {
+        const int pos = g % w.owner_nth, lap = g / w.owner_nth;
+        return (lap % 2 ? w.owner_nth - 1 - pos : pos) == w.owner;
+    }
+    return g * (long)w.owner_nth / w.groups == w.owner;
+}
+
+/* Rows [*r0, *r0 + *nb) of group g below `active`; *nb <= 0 when none are. */
+static inline void group_rows(work_share w, int g, int active, int *r0, int *nb)
+{
+    const int a = (int)((long)g * w.batch / w.groups), b = (int)((long)(g + 1) * w.batch / w.groups);
+    *r0 = a;
+    *nb = (b < active ? b : active) - a;
 }
 
 /* Gate tiles and the fused update for one step: pre = h_prev . W_hh^T for the share's blocks
  * and groups, then the cell update for those units and rows. For each block the weights are
- * taken FL_K_CHUNK inputs at a time across all the share's row groups, so each slice is
- * loaded once per step. A batch of one goes two blocks per call (see pair in fl_simd.h);
- * then q counts pairs. */
+ * taken FL_K_CHUNK inputs at a time across all the share's row groups, so each slice (128 x 4
+ * gates x U floats: 16 or 32 KiB) is loaded once per step and stays in L1 meanwhile. A batch
+ * of one goes two blocks per call (see pair in fl_simd.h); then q counts pairs. */
 static void gate_work(const step_ctx *cx, int step, int active, const float *h_prev,
                       float *h_next, work_share w)
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
-    const int H = p->hidden_size, O = p->output_size, G = 4 * H, R = cx->simd->rows;
-    const int groups = (active + R - 1) / R;
-    const size_t block_floats = (size_t)O * 4 * FL_TILE_UNITS;
-    int q, g, k0;
+    const int H = p->hidden_size, O = p->output_size, G = 4 * H, U = cx->simd->units;
+    const size_t block_floats = (size_t)O * 4 * U;
+    int q, g, k0, r0, nb;
 
     if (active == 1) {
         for (q = w.q0; q < w.q1; q++) {
-            const int blk = 2 * q, j0 = blk * FL_TILE_UNITS;
-            int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
+            const int blk = 2 * q, j0 = blk * U;
+            int j1 = j0 + U < H ? j0 + U : H;
             if (j1 < H) {
-                const int j2 = j1 + FL_TILE_UNITS < H ? j1 + FL_TILE_UNITS : H;
+                const int j2 = j1 + U < H ? j1 + U : H;
                 cx->simd->pair(p->w_hh_packed + blk * block_floats,
                                p->w_hh_packed + (blk + 1) * block_floats, O, h_prev,
                                s->pre + j0, s->pre + j1, H, j1 - j0, j2 - j1);
@@ -275,23 +314,29 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
         return;
     }
     for (q = w.q0; q < w.q1; q++) {
-        const int j0 = q * FL_TILE_UNITS;
-        const int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
+        const int j0 = q * U;
+        const int j1 = j0 + U < H ? j0 + U : H;
         const float *wq = p->w_hh_packed + q * block_floats;
+        for (g = 0; g < w.groups; g++) {
+            if (!owns_group(w, g)) continue;
+            group_rows(w, g, active, &r0, &nb);
+            prefetch_rows(cx, step, r0, nb, j0);
+        }
         for (k0 = 0; k0 < O; k0 += FL_K_CHUNK) {
             const int kc = O - k0 < FL_K_CHUNK ? O - k0 : FL_K_CHUNK;
-            for (g = 0; g < groups; g++) {
+            for (g = 0; g < w.groups; g++) {
                 if (!owns_group(w, g)) continue;
-                const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
-                cx->simd->tile(4, wq + (size_t)k0 * 4 * FL_TILE_UNITS, kc,
+                group_rows(w, g, active, &r0, &nb);
+                if (nb <= 0) continue;
+                cx->simd->tile(4, wq + (size_t)k0 * 4 * U, kc,
                                h_prev + (size_t)r0 * O + k0, O, nb, s->pre + (size_t)r0 * G + j0,
                                G, H, j1 - j0, k0 > 0);
             }
         }
-        for (g = 0; g < groups; g++) {
+        for (g = 0; g < w.groups; g++) {
             if (!owns_group(w, g)) continue;
-            const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
-            update_rows(cx, step, r0, nb, j0, j1, h_next);
+            group_rows(w, g, active, &r0, &nb);
+            if (nb > 0) update_rows(cx, step, r0, nb, j0, j1, h_next);
         }
     }
 }
@@ -302,17 +347,17 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
-    const int H = p->hidden_size, O = p->output_size, R = cx->simd->rows;
-    const int groups = (active + R - 1) / R;
-    int q, g, r, j;
+    const int H = p->hidden_size, O = p->output_size, U = cx->simd->units;
+    int q, g, r, j, r0, nb;
     ptrdiff_t gx_row;
     for (q = w.q0; q < w.q1; q++) {
-        const int j0 = q * FL_TILE_UNITS;
-        const int j1 = j0 + FL_TILE_UNITS < O ? j0 + FL_TILE_UNITS : O;
-        for (g = 0; g < groups; g++) {
+        const int j0 = q * U;
+        const int j1 = j0 + U < O ? j0 + U : O;
+        for (g = 0; g < w.groups; g++) {
             if (!owns_group(w, g)) continue;
-            const int r0 = g * R, nb = active - r0 < R ? active - r0 : R;
-            cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * FL_TILE_UNITS, H,
+            group_rows(w, g, active, &r0, &nb);
+            if (nb <= 0) continue;
+            cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * U, H,
                            s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
                            j1 - j0, 0);
             for (r = r0; r < r0 + nb; r++) {
@@ -340,8 +385,8 @@ static inline void barrier(int nth)
 }
 
 /* Batches this large per thread are cut by rows: each thread runs the whole time loop for its
- * own row groups (interleaved, so sorted lengths stay balanced) with no barrier at all. Below
- * it, each step is cut by hidden blocks, with a barrier per step. */
+ * own row groups with no barrier at all. Below it, each step is cut by hidden blocks, with a
+ * barrier per step. */
 #define FL_ROWS_PER_THREAD_FOR_ROW_SPLIT 8
 
 /* The whole time loop, run by each of nth threads (nth == 1: plain serial code, no OpenMP
@@ -351,21 +396,26 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
-    const int H = p->hidden_size, O = p->output_size, T = s->steps;
-    const int blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
-    const int out_blocks = (O + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
+    const int H = p->hidden_size, O = p->output_size, T = s->steps, U = cx->simd->units;
+    const int R = cx->simd->rows;
+    const int blocks = (H + U - 1) / U;
+    const int out_blocks = (O + U - 1) / U;
     const int by_rows = nth > 1 && s->batch >= FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * nth;
     float *h_prev = s->hs, *h_next = s->hs2;
     int active = s->batch, step;
+    work_share cut;
+    cut.batch = s->batch;
+    cut.snake = s->lengths != NULL;
+    cut.groups = by_rows ? nth * ((s->batch + nth * R - 1) / (nth * R)) : (s->batch + R - 1) / R;
     for (step = 0; step < T; step++) {
-        work_share w;
+        work_share w = cut;
         long a, b;
         if (s->lengths)
             while (active > 0 && s->lengths[s->order[active - 1]] <= step) active--;
         if (active == 0) break;
         if (by_rows) {
-            /* the owner of row group 0 takes a lone last row (gate_work's paired mode, where
-             * q counts pairs of blocks) */
+            /* the owner of row group 0 (thread 0) takes a lone last row (gate_work's paired
+             * mode, where q counts pairs of blocks) */
             if (active == 1) w.q0 = 0, w.q1 = tid == 0 ? (blocks + 1) / 2 : 0, w.owner = 0, w.owner_nth = 1;
             else w.q0 = 0, w.q1 = blocks, w.owner = tid, w.owner_nth = nth;
         } else {
@@ -392,26 +442,26 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
     }
 }
 
-/* Gx = X . W_ih^T by the tile kernel: task = (hidden block, group of 3 rows). Used for
+/* Gx = X . W_ih^T by the tile kernel: task = (hidden block, group of rows). Used for
  * streaming steps, where a row must not round differently with the batch it shares. */
 static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
 {
     const fl_simd_table *simd = fl_simd();
-    const int H = p->hidden_size, G = 4 * H, I = p->input_size;
+    const int H = p->hidden_size, G = 4 * H, I = p->input_size, U = simd->units;
     const long rows = (long)s->batch * s->steps;
     const int R = simd->rows;
     const long groups = (rows + R - 1) / R;
-    const long blocks = (H + FL_TILE_UNITS - 1) / FL_TILE_UNITS;
-    const size_t block_floats = (size_t)I * 4 * FL_TILE_UNITS;
+    const long blocks = (H + U - 1) / U;
+    const size_t block_floats = (size_t)I * 4 * U;
     long task, a, b;
     if (rows == 1) {
-        /* one row: two blocks per task, as in gate_tasks */
+        /* one row: two blocks per task, as in gate_work */
         my_range((blocks + 1) / 2, tid, nth, &a, &b);
         for (task = a; task < b; task++) {
-            const int q = (int)task * 2, j0 = q * FL_TILE_UNITS;
-            const int j1 = j0 + FL_TILE_UNITS < H ? j0 + FL_TILE_UNITS : H;
+            const int q = (int)task * 2, j0 = q * U;
+            const int j1 = j0 + U < H ? j0 + U : H;
             if (j1 < H) {
-                const int j2 = j1 + FL_TILE_UNITS < H ? j1 + FL_TILE_UNITS : H;
+                const int j2 = j1 + U < H ? j1 + U : H;
                 simd->pair(p->w_ih_packed + q * block_floats, p->w_ih_packed + (q + 1) * block_floats,
                            I, s->x, s->gx + j0, s->gx + j1, H, j1 - j0, j2 - j1);
             } else {
@@ -426,8 +476,8 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
         const int q = (int)(task / groups);
         const long r0 = (task % groups) * R;
         const int nb = rows - r0 < R ? (int)(rows - r0) : R;
-        const int j0 = q * FL_TILE_UNITS;
-        const int width = j0 + FL_TILE_UNITS < H ? FL_TILE_UNITS : H - j0;
+        const int j0 = q * U;
+        const int width = j0 + U < H ? U : H - j0;
         simd->tile(4, p->w_ih_packed + q * block_floats, I,
                    s->x + r0 * s->x_ld, s->x_ld, nb, s->gx + r0 * G + j0, G, H, width, 0);
     }

@@ -86,7 +86,7 @@ static void tanh_portable(float *v, int n)
 }
 
 static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmoid_portable,
-                                              tanh_portable, NULL, FL_TILE_ROWS, "portable"};
+                                              tanh_portable, NULL, FL_TILE_ROWS, 8, "portable"};
 
 /* ---------------------------------------------------------------- AVX2 + FMA versions */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -312,70 +312,209 @@ FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const
     }
 }
 
-/* ---------------------------------------------------------------- AVX-512 tile */
-/* The same packed tiles, read 16 floats (two gates of 8 units) at a time, six rows per tile;
- * the same block-wise FMA chains as tile_avx2, so the two give identical bits. */
+/* ---------------------------------------------------------------- AVX-512 versions */
+/* Blocks of 16 units: one register holds one gate's 16 units, so a tile of nb rows keeps
+ * 4*nb accumulators (24 for six rows) and per input k loads 4 weight vectors and nb
+ * broadcasts for 4*nb FMAs. The K blocks, the FMA chains and the activation polynomials are
+ * those of the AVX2 code lane for lane, so both give identical bits. Only AVX-512F is used. */
 #define FL_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define FL_INLINE inline __attribute__((always_inline))
 
-FL_AVX512 static inline __m256 upper256(__m512 v)
+FL_AVX512 static FL_INLINE __mmask16 lanes(int n)
 {
-    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    return (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1u);
 }
 
-FL_AVX512 static void tile_block_avx512(const float *wp, int K, const float *x, int x_ld, int nb,
-                                        float *out, int out_ld, int m_stride, int width, int add)
+/* out = v, or out = out + v, on the first `n` lanes */
+FL_AVX512 static FL_INLINE void put16(float *dst, __m512 v, __mmask16 n, int add)
 {
-    const float *x0 = x, *x1 = x + (nb > 1 ? (size_t)x_ld : 0), *x2 = x + (nb > 2 ? 2 * (size_t)x_ld : 0),
-                *x3 = x + (nb > 3 ? 3 * (size_t)x_ld : 0), *x4 = x + (nb > 4 ? 4 * (size_t)x_ld : 0),
-                *x5 = x + (nb > 5 ? 5 * (size_t)x_ld : 0);
-    __m512 l0 = _mm512_setzero_ps(), l1 = l0, l2 = l0, l3 = l0, l4 = l0, l5 = l0;
-    __m512 h0 = l0, h1 = l0, h2 = l0, h3 = l0, h4 = l0, h5 = l0;
-    __m512 lo[6], hi[6];
-    int k, r;
+    if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(n, dst), v);
+    _mm512_mask_storeu_ps(dst, n, v);
+}
+
+/* One K block of the four-gate tile for NB rows (a compile-time constant after inlining:
+ * the accumulators live in registers). wp: [k][4 gates][16]. */
+FL_AVX512 static FL_INLINE void gates_block_avx512(const int NB, const float *wp, int K,
+                                                   const float *x, int x_ld, float *out,
+                                                   int out_ld, int m_stride, __mmask16 n,
+                                                   int add)
+{
+    __m512 acc[6][4];
+    int k, r, m;
+    for (r = 0; r < NB; r++)
+        for (m = 0; m < 4; m++) acc[r][m] = _mm512_setzero_ps();
     for (k = 0; k < K; k++) {
-        const __m512 wl = _mm512_loadu_ps(wp + (size_t)k * 32);
-        const __m512 wh = _mm512_loadu_ps(wp + (size_t)k * 32 + 16);
-        __m512 b;
-        b = _mm512_set1_ps(x0[k]); l0 = _mm512_fmadd_ps(wl, b, l0); h0 = _mm512_fmadd_ps(wh, b, h0);
-        b = _mm512_set1_ps(x1[k]); l1 = _mm512_fmadd_ps(wl, b, l1); h1 = _mm512_fmadd_ps(wh, b, h1);
-        b = _mm512_set1_ps(x2[k]); l2 = _mm512_fmadd_ps(wl, b, l2); h2 = _mm512_fmadd_ps(wh, b, h2);
-        b = _mm512_set1_ps(x3[k]); l3 = _mm512_fmadd_ps(wl, b, l3); h3 = _mm512_fmadd_ps(wh, b, h3);
-        b = _mm512_set1_ps(x4[k]); l4 = _mm512_fmadd_ps(wl, b, l4); h4 = _mm512_fmadd_ps(wh, b, h4);
-        b = _mm512_set1_ps(x5[k]); l5 = _mm512_fmadd_ps(wl, b, l5); h5 = _mm512_fmadd_ps(wh, b, h5);
+        const float *w = wp + (size_t)k * 64;
+        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16),
+                     w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+        for (r = 0; r < NB; r++) {
+            const __m512 h = _mm512_set1_ps(x[(size_t)r * x_ld + k]);
+            acc[r][0] = _mm512_fmadd_ps(w0, h, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(w1, h, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(w2, h, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(w3, h, acc[r][3]);
+        }
     }
-    lo[0] = l0; lo[1] = l1; lo[2] = l2; lo[3] = l3; lo[4] = l4; lo[5] = l5;
-    hi[0] = h0; hi[1] = h1; hi[2] = h2; hi[3] = h3; hi[4] = h4; hi[5] = h5;
-    for (r = 0; r < nb; r++) {
-        float *dst = out + (size_t)r * out_ld;
-        put_n(dst, _mm512_castps512_ps256(lo[r]), width, add);
-        put_n(dst + m_stride, upper256(lo[r]), width, add);
-        put_n(dst + 2 * (size_t)m_stride, _mm512_castps512_ps256(hi[r]), width, add);
-        put_n(dst + 3 * (size_t)m_stride, upper256(hi[r]), width, add);
-    }
+    for (r = 0; r < NB; r++)
+        for (m = 0; m < 4; m++)
+            put16(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[r][m], n, add);
 }
+
+/* One K block of a one-group tile (the projection W_hr) for NB rows. wp: [k][16]. */
+FL_AVX512 static FL_INLINE void single_block_avx512(const int NB, const float *wp, int K,
+                                                    const float *x, int x_ld, float *out,
+                                                    int out_ld, __mmask16 n, int add)
+{
+    __m512 acc[6];
+    int k, r;
+    for (r = 0; r < NB; r++) acc[r] = _mm512_setzero_ps();
+    for (k = 0; k < K; k++) {
+        const __m512 w0 = _mm512_loadu_ps(wp + (size_t)k * 16);
+        for (r = 0; r < NB; r++)
+            acc[r] = _mm512_fmadd_ps(w0, _mm512_set1_ps(x[(size_t)r * x_ld + k]), acc[r]);
+    }
+    for (r = 0; r < NB; r++) put16(out + (size_t)r * out_ld, acc[r], n, add);
+}
+
+#define FL_ROWS_CASES(call) \
+    switch (nb) {           \
+    case 1: call(1); break; \
+    case 2: call(2); break; \
+    case 3: call(3); break; \
+    case 4: call(4); break; \
+    case 5: call(5); break; \
+    default: call(6); break; \
+    }
 
 FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,
                                   int nb, float *out, int out_ld, int m_stride, int width,
                                   int accumulate)
 {
-    int k0, kc, add, r;
-    if (M != 4) {
-        /* projection tiles (one group of 8 outputs): three rows at a time */
-        for (r = 0; r < nb; r += FL_TILE_ROWS)
-            tile_avx2(M, wp, K, x + (size_t)r * x_ld, x_ld,
-                      nb - r < FL_TILE_ROWS ? nb - r : FL_TILE_ROWS, out + (size_t)r * out_ld,
-                      out_ld, m_stride, width, accumulate);
-        return;
+    const __mmask16 n = lanes(width);
+    int k0, kc, add;
+    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add) {
+        const float *xk = x + k0;
+        if (M == 4) {
+            const float *wk = wp + (size_t)k0 * 64;
+#define FL_GATES(NB) gates_block_avx512(NB, wk, kc, xk, x_ld, out, out_ld, m_stride, n, add)
+            FL_ROWS_CASES(FL_GATES)
+#undef FL_GATES
+        } else {
+            const float *wk = wp + (size_t)k0 * 16;
+#define FL_SINGLE(NB) single_block_avx512(NB, wk, kc, xk, x_ld, out, out_ld, n, add)
+            FL_ROWS_CASES(FL_SINGLE)
+#undef FL_SINGLE
+        }
     }
-    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
-        tile_block_avx512(wp + (size_t)k0 * 32, kc, x + k0, x_ld, nb, out, out_ld, m_stride,
-                          width, add);
+}
+
+/* One row, two blocks of 16 units: eight independent FMA chains (two per FMA unit's latency). */
+FL_AVX512 static void pair_avx512(const float *wp0, const float *wp1, int K, const float *x,
+                                  float *out0, float *out1, int m_stride, int width0, int width1)
+{
+    const __mmask16 n0 = lanes(width0), n1 = lanes(width1);
+    int k0, kc, add, k, m;
+    FL_FOR_K_BLOCKS(K, 0, k0, kc, add) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        __m512 acc[8];
+        const float *v = wp0 + (size_t)k0 * 64, *w = wp1 + (size_t)k0 * 64, *xk = x + k0;
+        for (k = 0; k < kc; k++, v += 64, w += 64) {
+            const __m512 h = _mm512_set1_ps(xk[k]);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v), h, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(v + 16), h, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(v + 32), h, a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(v + 48), h, a3);
+            b0 = _mm512_fmadd_ps(_mm512_loadu_ps(w), h, b0);
+            b1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), h, b1);
+            b2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 32), h, b2);
+            b3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 48), h, b3);
+        }
+        acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+        acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;
+        for (m = 0; m < 8; m++)
+            put16((m < 4 ? out0 : out1) + (size_t)(m & 3) * m_stride, acc[m], m < 4 ? n0 : n1, add);
+    }
+}
+
+/* exp, sigmoid and tanh: exp_avx2, sigmoid8 and tanh8 on 16 lanes, the same operations. */
+FL_AVX512 static FL_INLINE __m512 exp16(__m512 x)
+{
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    __m512 p = _mm512_set1_ps(1.98412698e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.38888889e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.33333333e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.16666667e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66666667e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+FL_AVX512 static FL_INLINE __m512 sigmoid16(__m512 x)
+{
+    __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), x),
+                                           _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 y = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(t)));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+}
+
+FL_AVX512 static FL_INLINE __m512 tanh16(__m512 x)
+{
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    const __m512i xi = _mm512_castps_si512(x);
+    __m512 ax = _mm512_castsi512_ps(_mm512_andnot_epi32(sign, xi));
+    __m512 e = exp16(_mm512_min_ps(_mm512_add_ps(ax, ax), _mm512_set1_ps(40.0f)));
+    __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f),
+                               _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+    big = _mm512_castsi512_ps(_mm512_or_epi32(_mm512_castps_si512(big), _mm512_and_epi32(sign, xi)));
+    __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(-5.90027440945585e-4f);
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(1.45583438705132e-3f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-3.59212803657248e-3f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(8.86323552990220e-3f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-2.18694885361552e-2f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(5.39682539682540e-2f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-1.33333333333333e-1f));
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(3.33333333333333e-1f));
+    __m512 small = _mm512_fnmadd_ps(_mm512_mul_ps(p, x2), x, x);
+    __m512 y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.55f), _CMP_LT_OQ), big, small);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+}
+
+/* The standard cell for units [j0, j1) of one row, 16 units at a time (see standard_cell_avx2). */
+FL_AVX512 static void standard_cell_avx512(const float *gx, const float *bias, const float *pre,
+                                           float *c, float *h, int H, int j0, int j1)
+{
+    int j;
+    for (j = j0; j < j1; j += 16) {
+        const __mmask16 n = lanes(j1 - j);
+        __m512 z[4], cn, hn;
+        int g;
+        for (g = 0; g < 4; g++) {
+            const size_t at = (size_t)g * H + j;
+            z[g] = _mm512_add_ps(_mm512_maskz_loadu_ps(n, pre + at),
+                                 _mm512_add_ps(_mm512_maskz_loadu_ps(n, gx + at),
+                                               _mm512_maskz_loadu_ps(n, bias + at)));
+        }
+        cn = _mm512_add_ps(_mm512_mul_ps(sigmoid16(z[1]), _mm512_maskz_loadu_ps(n, c + j)),
+                           _mm512_mul_ps(sigmoid16(z[0]), tanh16(z[2])));
+        hn = _mm512_mul_ps(sigmoid16(z[3]), tanh16(cn));
+        _mm512_mask_storeu_ps(c + j, n, cn);
+        _mm512_mask_storeu_ps(h + j, n, hn);
+    }
 }
 
 static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2,
-                                         standard_cell_avx2, FL_TILE_ROWS, "avx2"};
-static const fl_simd_table avx512_table = {tile_avx512, pair_avx2, sigmoid_avx2, tanh_avx2,
-                                           standard_cell_avx2, 6, "avx512"};
+                                         standard_cell_avx2, FL_TILE_ROWS, 8, "avx2"};
+static const fl_simd_table avx512_table = {tile_avx512, pair_avx512, sigmoid_avx2, tanh_avx2,
+                                           standard_cell_avx512, 6, 16, "avx512"};
 #endif
 
 /* FASTLSTM_SIMD=portable|avx2 caps the choice (for tests and comparisons). */

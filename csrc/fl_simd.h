@@ -3,18 +3,21 @@
 #ifndef FL_SIMD_H
 #define FL_SIMD_H
 
-/* Weights of one tile are packed [k][m][8]: for every input k, M groups of 8 output rows. */
+/* Weights of one tile are packed [k][m][units]: for every input k, M groups (the four gates,
+ * or one) of `units` output rows, where `units` is the table's: 8 for the 256-bit kernels, 16
+ * for the 512-bit ones (one register holds one gate's units). */
 #define FL_TILE_UNITS 8
+#define FL_TILE_UNITS_MAX 16
 #define FL_TILE_ROWS 3   /* batch rows per tile of the 256-bit kernels: 4 gates x 3 rows = 12
-                            accumulators; the 512-bit kernel takes 6 (its table's `rows`) */
+                            accumulators; the 512-bit kernel takes 6 (24 accumulators) */
 
 /* Sums over k are formed in blocks of this many inputs (see fl_simd.c); callers that split K
  * over calls split it at multiples of it. */
 #define FL_K_CHUNK 128
 
-/* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*8 + u] * x[r*x_ld + k]
- * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= 8); with `accumulate` the
- * sum is added to out's values. */
+/* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*units + u] * x[r*x_ld + k]
+ * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= units); with `accumulate`
+ * the sum is added to out's values. */
 typedef void (*fl_tile_fn)(int M, const float *wp, int K, const float *x, int x_ld, int nb,
                            float *out, int out_ld, int m_stride, int width, int accumulate);
 
@@ -37,6 +40,7 @@ typedef struct {
     fl_vec_fn tanh;
     fl_cell_fn standard_cell;  /* NULL: the generic cell_rows serves every cell */
     int rows;            /* batch rows per tile call */
+    int units;           /* hidden units per packed block (see fl_pack) */
     const char *name;    /* "portable", "avx2", "avx512" */
 } fl_simd_table;
 

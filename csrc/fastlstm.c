@@ -177,10 +177,20 @@ void fl_pack(const float *w, int groups, int units, int K, float *out)
  * the benchmark: B=1, H=256 (262k) ran 1.7x slower on two threads than on one. */
 #define FL_BARRIER_MIN_MACS 4194304L
 
+/* Batches this large project their inputs step by step, inside the time loop (see
+ * input_step): the tile kernel then takes x_t . W_ih^T for a block right before h . W_hh^T,
+ * into a (B, 4H) buffer that stays in cache, where a projection of all steps first writes
+ * B*T*4H floats that every step reads back from memory, a row here and a row there. Below
+ * this many rows the whole-sequence sgemm wins: it reads W_ih once for all steps, where the
+ * step kernel reads it again every step. */
+#define FL_STEP_PROJECTION_MIN_BATCH 12
+
 typedef struct {
     const fl_cell *p;
     const fl_seq *s;
     const fl_simd_table *simd;
+    int by_step;    /* inputs projected step by step: Gx row r is working row r of this step,
+                       gathered from x into s->xc first */
 } step_ctx;
 
 static inline int row_length(const fl_seq *s, int b)
@@ -189,13 +199,15 @@ static inline int row_length(const fl_seq *s, int b)
 }
 
 /* The row of x and y that working row r reads at this step; *gx_row is its row of gx
- * (the same, or its place among the valid rows when the projection was compacted). */
-static inline ptrdiff_t data_row(const fl_seq *s, int r, int step, ptrdiff_t *gx_row)
+ * (the same, its place among the valid rows when the projection was compacted, or r when
+ * the inputs are projected step by step). */
+static inline ptrdiff_t data_row(const step_ctx *cx, int r, int step, ptrdiff_t *gx_row)
 {
+    const fl_seq *s = cx->s;
     const int b = s->order ? s->order[r] : r;
     const int t = s->reverse ? row_length(s, b) - 1 - step : step;
     const ptrdiff_t row = (ptrdiff_t)b * s->row_b + (ptrdiff_t)t * s->row_t;
-    *gx_row = s->gx_start ? (ptrdiff_t)s->gx_start[b] + t : row;
+    *gx_row = cx->by_step ? r : (s->gx_start ? (ptrdiff_t)s->gx_start[b] + t : row);
     return row;
 }
 
@@ -217,7 +229,7 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
     int r;
     for (r = r0; r < r0 + nb; r++) {
         ptrdiff_t gx_row;
-        const ptrdiff_t row = data_row(s, r, step, &gx_row);
+        const ptrdiff_t row = data_row(cx, r, step, &gx_row);
         float *h_out = p->w_hr ? s->hfull + (size_t)r * H : h_next + (size_t)r * O;
         cell_rows(p, s->gx + gx_row * G, s->pre + (size_t)r * G, s->cs + (size_t)r * H, h_out,
                   j0, j1);
@@ -239,9 +251,10 @@ static inline __attribute__((always_inline)) void prefetch_rows(const step_ctx *
     int r, g;
     for (r = r0; r < r0 + nb; r++) {
         ptrdiff_t gx_row;
-        const ptrdiff_t row = data_row(s, r, step, &gx_row);
+        const ptrdiff_t row = data_row(cx, r, step, &gx_row);
         const float *gxr = s->gx + gx_row * G + j0;
-        for (g = 0; g < 4; g++) __builtin_prefetch(gxr + (size_t)g * H, 0, 3);
+        if (!cx->by_step)
+            for (g = 0; g < 4; g++) __builtin_prefetch(gxr + (size_t)g * H, 0, 3);
         if (s->y) __builtin_prefetch(s->y + row * s->y_ld + j0, 1, 3);
     }
 }
@@ -281,6 +294,61 @@ static inline void group_rows(work_share w, int g, int active, int *r0, int *nb)
     *nb = (b < active ? b : active) - a;
 }
 
+/* Gx rows of this step for block q (units q*U..) = x_t . W_ih^T, for the share's row groups,
+ * FL_K_CHUNK inputs at a time over all groups like the recurrent tiles; the rows are those
+ * gather_inputs put in s->xc. The sums are the tile kernel's, as in input_tiles, so a row's
+ * Gx has the same bits whichever way it was projected. */
+static void input_step(const step_ctx *cx, int q, int active, work_share w)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, I = p->input_size, G = 4 * H, U = cx->simd->units;
+    const int j0 = q * U, width = j0 + U < H ? U : H - j0;
+    const float *wq = p->w_ih_packed + (size_t)q * I * 4 * U;
+    int g, k0, r0, nb;
+    for (k0 = 0; k0 < I; k0 += FL_K_CHUNK) {
+        const int kc = I - k0 < FL_K_CHUNK ? I - k0 : FL_K_CHUNK;
+        for (g = 0; g < w.groups; g++) {
+            if (!owns_group(w, g)) continue;
+            group_rows(w, g, active, &r0, &nb);
+            if (nb <= 0) continue;
+            cx->simd->tile(4, wq + (size_t)k0 * 4 * U, kc, s->xc + (size_t)r0 * I + k0, I, nb,
+                           s->gx + (size_t)r0 * G + j0, G, H, width, k0 > 0);
+        }
+    }
+}
+
+/* The same for a lone row 0 and the two blocks blk, blk + 1 (gate_work's paired mode). */
+static void input_step_pair(const step_ctx *cx, int blk)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, I = p->input_size, G = 4 * H, U = cx->simd->units;
+    const size_t block_floats = (size_t)I * 4 * U;
+    const int j0 = blk * U, j1 = j0 + U < H ? j0 + U : H;
+    if (j1 < H) {
+        const int j2 = j1 + U < H ? j1 + U : H;
+        cx->simd->pair(p->w_ih_packed + blk * block_floats, p->w_ih_packed + (blk + 1) * block_floats,
+                       I, s->xc, s->gx + j0, s->gx + j1, H, j1 - j0, j2 - j1);
+    } else {
+        cx->simd->tile(4, p->w_ih_packed + blk * block_floats, I, s->xc, I, 1, s->gx + j0, G, H,
+                       j1 - j0, 0);
+    }
+}
+
+/* x rows [r0, r1) of this step into s->xc, in working order. */
+static void gather_inputs(const step_ctx *cx, int step, int r0, int r1)
+{
+    const fl_seq *s = cx->s;
+    const int I = cx->p->input_size;
+    int r;
+    for (r = r0; r < r1; r++) {
+        ptrdiff_t gx_row;
+        const ptrdiff_t row = data_row(cx, r, step, &gx_row);
+        memcpy(s->xc + (size_t)r * I, s->x + row * s->x_ld, (size_t)I * sizeof(float));
+    }
+}
+
 /* Gate tiles and the fused update for one step: pre = h_prev . W_hh^T for the share's blocks
  * and groups, then the cell update for those units and rows. For each block the weights are
  * taken FL_K_CHUNK inputs at a time across all the share's row groups, so each slice (128 x 4
@@ -299,6 +367,8 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
         for (q = w.q0; q < w.q1; q++) {
             const int blk = 2 * q, j0 = blk * U;
             int j1 = j0 + U < H ? j0 + U : H;
+            if (cx->by_step)
+                input_step_pair(cx, blk);
             if (j1 < H) {
                 const int j2 = j1 + U < H ? j1 + U : H;
                 cx->simd->pair(p->w_hh_packed + blk * block_floats,
@@ -322,6 +392,7 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
             group_rows(w, g, active, &r0, &nb);
             prefetch_rows(cx, step, r0, nb, j0);
         }
+        if (cx->by_step) input_step(cx, q, active, w);
         for (k0 = 0; k0 < O; k0 += FL_K_CHUNK) {
             const int kc = O - k0 < FL_K_CHUNK ? O - k0 : FL_K_CHUNK;
             for (g = 0; g < w.groups; g++) {
@@ -365,7 +436,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
                 if (p->has_proj_clip)
                     for (j = j0; j < j1; j++) hr[j] = clampf(hr[j], p->proj_clip);
                 if (s->y) {
-                    const ptrdiff_t row = data_row(s, r, step, &gx_row);
+                    const ptrdiff_t row = data_row(cx, r, step, &gx_row);
                     memcpy(s->y + row * s->y_ld + j0, hr + j0, (size_t)(j1 - j0) * sizeof(float));
                 }
             }
@@ -413,6 +484,23 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
         if (s->lengths)
             while (active > 0 && s->lengths[s->order[active - 1]] <= step) active--;
         if (active == 0) break;
+        if (cx->by_step) {
+            /* each thread gathers the rows it will project: its own groups when split by
+             * rows, else a share of all rows, which every thread reads after the barrier */
+            int g, r0, nb;
+            if (by_rows) {
+                w.owner = tid, w.owner_nth = nth;
+                for (g = 0; g < w.groups; g++) {
+                    if (!owns_group(w, g)) continue;
+                    group_rows(w, g, active, &r0, &nb);
+                    if (nb > 0) gather_inputs(cx, step, r0, r0 + nb);
+                }
+            } else {
+                my_range(active, tid, nth, &a, &b);
+                gather_inputs(cx, step, (int)a, (int)b);
+                barrier(nth);
+            }
+        }
         if (by_rows) {
             /* the owner of row group 0 (thread 0) takes a lone last row (gate_work's paired
              * mode, where q counts pairs of blocks) */
@@ -558,8 +646,10 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
 /* Input projection, then the time loop, on each of nth threads. */
 static void run_thread(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
 {
-    input_projection(cx->p, cx->s, sgemm, tid, nth);
-    barrier(nth);
+    if (!cx->by_step) {
+        input_projection(cx->p, cx->s, sgemm, tid, nth);
+        barrier(nth);
+    }
     time_loop(cx, tid, nth);
 }
 
@@ -584,6 +674,7 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.p = p;
     cx.s = s;
     cx.simd = fl_simd();
+    cx.by_step = B >= FL_STEP_PROJECTION_MIN_BATCH;
     if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;
     if (B < FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * threads && (long)B * G * O < FL_BARRIER_MIN_MACS)
         threads = 1;

@@ -86,7 +86,8 @@ typedef struct {
                                      row's result then depends on that row alone (streaming) */
     const long long *gx_start;    /* (B) with lengths: gx holds only valid rows, sequence b's
                                      from row gx_start[b] (prefix sums of lengths); else NULL */
-    float *xc;                    /* workspace (valid rows, I) for the packed inputs */
+    float *xc;                    /* workspace (valid rows, I) for the packed inputs, and
+                                     at least (B, I) */
 } fl_seq;
 
 void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm);

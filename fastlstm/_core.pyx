@@ -245,9 +245,10 @@ cdef class Workspace:
         n_between = rows * W if len(layers) > 1 else 0
         self.buf_a = np.empty(max(n_between, 1), np.float32)
         self.buf_b = np.empty(max(n_between if len(layers) > 2 else 0, 1), np.float32)
-        # With lengths, the valid rows of each layer's input, packed (see fl_seq.gx_start).
+        # With lengths, the valid rows of each layer's input, packed (see fl_seq.gx_start); at
+        # least one step's rows, which a batch projected step by step gathers there.
         widest_in = max(max(d[0].input_size for d in layers), W)
-        self.xc = np.empty(max(rows * widest_in if compact else 0, 1), np.float32)
+        self.xc = np.empty(max(max(rows if compact else 0, batch) * widest_in, 1), np.float32)
 
 
 cdef const float *_opt_ptr(object a) except? NULL:
@@ -324,7 +325,11 @@ cdef class Plan:
                 if start_v.shape[0] != batch or xc_v.shape[0] < batch * steps * max_in:
                     raise ValueError("gx_start needs one entry per sequence and a compact "
                                      "workspace")
-                base.gx_start, base.xc = &start_v[0], &xc_v[0]
+                base.gx_start = &start_v[0]
+        max_in = max((<CellKernel>d[0]).input_size for d in layers)
+        if xc_v.shape[0] < batch * max_in:
+            raise ValueError("workspace too small")
+        base.xc = &xc_v[0]
         base.gx, base.pre, base.cs = &gx_v[0], &pre_v[0], &cs_v[0]
         base.hs, base.hs2 = &hs_v[0], &hs2_v[0]
         base.input_by_tiles = stepwise

@@ -530,13 +530,16 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
     }
 }
 
-/* Gx = X . W_ih^T by the tile kernel: task = (hidden block, group of rows). Used for
- * streaming steps, where a row must not round differently with the batch it shares. */
-static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
+/* Gx rows [0, rows) = X . W_ih^T by the tile kernel: task = (hidden block, group of rows),
+ * blocks outermost so that a block of W_ih stays in L2 across all rows. Each row's result
+ * depends on that row alone: streams, pools, batches of any size and composition, any thread
+ * count, the AVX2 and the AVX-512 kernels, and the step-by-step projection (input_step) all
+ * give the same bits. */
+static void input_tiles(const fl_cell *p, const float *x, int x_ld, long rows, float *gx,
+                        int tid, int nth)
 {
     const fl_simd_table *simd = fl_simd();
     const int H = p->hidden_size, G = 4 * H, I = p->input_size, U = simd->units;
-    const long rows = (long)s->batch * s->steps;
     const int R = simd->rows;
     const long groups = (rows + R - 1) / R;
     const long blocks = (H + U - 1) / U;
@@ -551,9 +554,9 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
             if (j1 < H) {
                 const int j2 = j1 + U < H ? j1 + U : H;
                 simd->pair(p->w_ih_packed + q * block_floats, p->w_ih_packed + (q + 1) * block_floats,
-                           I, s->x, s->gx + j0, s->gx + j1, H, j1 - j0, j2 - j1);
+                           I, x, gx + j0, gx + j1, H, j1 - j0, j2 - j1);
             } else {
-                simd->tile(4, p->w_ih_packed + q * block_floats, I, s->x, I, 1, s->gx + j0, G, H,
+                simd->tile(4, p->w_ih_packed + q * block_floats, I, x, I, 1, gx + j0, G, H,
                            j1 - j0, 0);
             }
         }
@@ -566,8 +569,8 @@ static void input_tiles(const fl_cell *p, const fl_seq *s, int tid, int nth)
         const int nb = rows - r0 < R ? (int)(rows - r0) : R;
         const int j0 = q * U;
         const int width = j0 + U < H ? U : H - j0;
-        simd->tile(4, p->w_ih_packed + q * block_floats, I,
-                   s->x + r0 * s->x_ld, s->x_ld, nb, s->gx + r0 * G + j0, G, H, width, 0);
+        simd->tile(4, p->w_ih_packed + q * block_floats, I, x + r0 * x_ld, x_ld, nb,
+                   gx + r0 * G + j0, G, H, width, 0);
     }
 }
 
@@ -617,19 +620,20 @@ static void project_chunks(const fl_cell *p, fl_sgemm_fn sgemm, const float *x, 
         project_rows(p, sgemm, x, xld, gx, c * chunk, (c + 1) * chunk < rows ? (c + 1) * chunk : rows);
 }
 
+/* Gx = X . W_ih^T for all steps before the time loop. With lengths only the valid rows are
+ * gathered (into xc, packed) and projected: padding costs nothing. The tile kernel projects
+ * wherever the SIMD table has one worth using (AVX2, AVX-512: see input_tiles); the portable
+ * build hands the product to BLAS sgemm. */
 static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
 {
     const int I = p->input_size;
-    if (s->input_by_tiles) {
-        input_tiles(p, s, tid, nth);
-        return;
-    }
+    const float *x = s->x;
+    int x_ld = s->x_ld;
+    long rows = (long)s->batch * s->steps;
     if (s->gx_start) {
-        /* Variable lengths: gather the valid rows into xc, packed, and project only those;
-         * padding costs nothing. */
-        const long total = (long)s->gx_start[s->batch - 1] + s->lengths[s->batch - 1];
         long q0, q1, q;
         int t;
+        rows = (long)s->gx_start[s->batch - 1] + s->lengths[s->batch - 1];
         my_range(s->batch, tid, nth, &q0, &q1);
         for (q = q0; q < q1; q++)
             for (t = 0; t < s->lengths[q]; t++)
@@ -637,10 +641,12 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
                        s->x + ((ptrdiff_t)q * s->row_b + (ptrdiff_t)t * s->row_t) * s->x_ld,
                        (size_t)I * sizeof(float));
         barrier(nth);   /* xc is complete */
-        project_chunks(p, sgemm, s->xc, I, s->gx, total, tid, nth);
-        return;
+        x = s->xc, x_ld = I;
     }
-    project_chunks(p, sgemm, s->x, s->x_ld, s->gx, (long)s->batch * s->steps, tid, nth);
+    if (s->input_by_tiles || fl_simd()->project_by_tiles)
+        input_tiles(p, x, x_ld, rows, s->gx, tid, nth);
+    else
+        project_chunks(p, sgemm, x, x_ld, s->gx, rows, tid, nth);
 }
 
 /* Input projection, then the time loop, on each of nth threads. */

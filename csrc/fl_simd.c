@@ -86,7 +86,7 @@ static void tanh_portable(float *v, int n)
 }
 
 static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmoid_portable,
-                                              tanh_portable, NULL, FL_TILE_ROWS, 8, "portable"};
+                                              tanh_portable, NULL, FL_TILE_ROWS, 8, 0, "portable"};
 
 /* ---------------------------------------------------------------- AVX2 + FMA versions */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -512,9 +512,9 @@ FL_AVX512 static void standard_cell_avx512(const float *gx, const float *bias, c
 }
 
 static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2,
-                                         standard_cell_avx2, FL_TILE_ROWS, 8, "avx2"};
+                                         standard_cell_avx2, FL_TILE_ROWS, 8, 1, "avx2"};
 static const fl_simd_table avx512_table = {tile_avx512, pair_avx512, sigmoid_avx2, tanh_avx2,
-                                           standard_cell_avx512, 6, 16, "avx512"};
+                                           standard_cell_avx512, 6, 16, 1, "avx512"};
 #endif
 
 /* FASTLSTM_SIMD=portable|avx2 caps the choice (for tests and comparisons). */

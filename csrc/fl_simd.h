@@ -41,6 +41,7 @@ typedef struct {
     fl_cell_fn standard_cell;  /* NULL: the generic cell_rows serves every cell */
     int rows;            /* batch rows per tile call */
     int units;           /* hidden units per packed block (see fl_pack) */
+    int project_by_tiles; /* inputs projected by `tile` rather than BLAS sgemm */
     const char *name;    /* "portable", "avx2", "avx512" */
 } fl_simd_table;
 

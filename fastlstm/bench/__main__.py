@@ -81,6 +81,12 @@ def _worker_env(threads):
     # a tenth of a second, after each call: far past the harness's idle gap, so they would
     # take a core from whichever peer is timed next. 2**4 cycles lets them sleep at once.
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    # Some machines set OPENBLAS_CORETYPE (with OPENBLAS_L2_SIZE) to hold old OpenBLAS builds
+    # to a kernel that works there; it holds a current one to slower kernels (Haswell on an
+    # AVX-512 CPU). The benchmark measures the machine as it is: both are dropped together, for
+    # the workers only, and the report records OpenBLAS's core as each worker found it.
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        env.pop(var, None)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("KERAS_BACKEND", "tensorflow")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH")) if p)

@@ -73,6 +73,9 @@ cdef extern from "fastlstm.h" nogil:
     const char *fl_simd_name()
 
     enum:
+        FL_ROW_PAD
+
+    enum:
         FL_ACT_TANH, FL_ACT_SIGMOID, FL_ACT_RELU, FL_ACT_HARD_SIGMOID, FL_ACT_AFFINE,
         FL_ACT_SOFTSIGN, FL_ACT_SOFTPLUS, FL_ACT_ELU, FL_ACT_LEAKY_RELU,
         FL_ACT_THRESHOLDED_RELU, FL_ACT_SCALED_TANH
@@ -235,8 +238,8 @@ cdef class Workspace:
                 O = max(O, k.output_size)
             W = max(W, len(directions) * directions[0].output_size)
         self.rows, self.batch = rows, batch
-        self.gx = np.empty(max(rows * G, 1), np.float32)
-        self.pre = np.empty(max(batch * G, 1), np.float32)
+        self.gx = np.empty(max(rows * G, batch * (G + FL_ROW_PAD), 1), np.float32)
+        self.pre = np.empty(max(batch * (G + FL_ROW_PAD), 1), np.float32)
         self.hs = np.empty(max(batch * O, 1), np.float32)
         self.hs2 = np.empty(max(batch * O, 1), np.float32)
         self.cs = np.empty(max(batch * H, 1), np.float32)

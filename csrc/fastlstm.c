@@ -755,6 +755,8 @@ int fl_openmp_used_in_parallel(void) { return fl_parallel_used; }
 
 const char *fl_simd_name(void) { return fl_simd()->name; }
 
+int fl_blas_used(void) { return !fl_simd()->project_by_tiles; }
+
 int fl_cpu_has_avx2_fma(void)
 {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))

@@ -111,5 +111,6 @@ int fl_openmp_version(void);
 int fl_openmp_used_in_parallel(void);
 int fl_cpu_has_avx2_fma(void);
 const char *fl_simd_name(void);
+int fl_blas_used(void);   /* the input projection calls BLAS sgemm (the portable build) */
 
 #endif

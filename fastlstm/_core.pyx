@@ -71,6 +71,7 @@ cdef extern from "fastlstm.h" nogil:
     int fl_openmp_used_in_parallel()
     int fl_cpu_has_avx2_fma()
     const char *fl_simd_name()
+    int fl_blas_used()
 
     enum:
         FL_ROW_PAD
@@ -273,6 +274,7 @@ cdef class Plan:
     cdef int *directions
     cdef Py_ssize_t batch, steps, in_width, out_width
     cdef bint batch_first
+    cdef bint uses_blas   # sgemm projects the inputs: hold OpenBLAS to one thread meanwhile
     cdef object keep
 
     def __cinit__(self, list layers, *args, **kwargs):
@@ -336,6 +338,7 @@ cdef class Plan:
         base.gx, base.pre, base.cs = &gx_v[0], &pre_v[0], &cs_v[0]
         base.hs, base.hs2 = &hs_v[0], &hs2_v[0]
         base.input_by_tiles = stepwise
+        self.uses_blas = not stepwise and fl_blas_used()
         x_ld = <int>self.in_width
         for l in range(self.n_layers):
             D = len(layers[l])
@@ -401,6 +404,11 @@ cdef class Plan:
             self.seqs[k].num_threads = num_threads
             if k >= first_last:
                 self.seqs[k].y = NULL if y == NULL else y + (k - first_last) * self.cells[k].output_size
+        if not self.uses_blas:
+            with nogil:
+                for k in range(self.n):
+                    fl_run_sequence(&self.cells[k], &self.seqs[k], _sgemm)
+            return
         _blas_enter()
         try:
             with nogil:
@@ -439,4 +447,5 @@ def runtime_facts():
         "openmp_used_in_parallel": bool(fl_openmp_used_in_parallel()),
         "avx2_fma": bool(fl_cpu_has_avx2_fma()),
         "kernels": fl_simd_name().decode(),
+        "blas_used": bool(fl_blas_used()),
     }

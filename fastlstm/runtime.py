@@ -1,16 +1,19 @@
 """Threads and configuration of the native core.
 
-fastlstm runs on its own OpenMP threads; each thread calls SciPy's OpenBLAS ``sgemm`` for its
-own rows of the input projection. While a fastlstm call runs, SciPy's OpenBLAS is set to one
-thread (and set back when the last concurrent fastlstm call returns), so OpenBLAS threads never
-spin against fastlstm's: ``set_num_threads(n)`` means n threads in all. NumPy's own OpenBLAS is
-never touched.
+fastlstm runs on its own OpenMP threads, ``set_num_threads(n)`` of them. With SIMD kernels
+(AVX2 or AVX-512) every product, the input projection included, runs in fastlstm's own tile
+kernel and no BLAS is called. The portable build (a CPU without AVX2/FMA, or
+``FASTLSTM_SIMD=portable``) projects the inputs with SciPy's OpenBLAS ``sgemm``, each thread
+for its own rows; while such a call runs, SciPy's OpenBLAS is set to one thread (and set back
+when the last concurrent fastlstm call returns), so OpenBLAS threads never spin against
+fastlstm's: n threads means n threads in all. NumPy's own OpenBLAS is never touched.
 
 Fork safety: GNU libgomp's thread pool does not survive ``fork()``: a child that enters a
 parallel region after its parent ran one hangs. So a child forked after the parent ran a
 parallel region runs fastlstm's kernels on one thread (``get_num_threads() == 1``, and
 ``set_num_threads`` cannot raise it there); a child forked before that keeps the parent's
-setting. OpenBLAS runs single-threaded inside fastlstm's calls, so its pool plays no part.
+setting. OpenBLAS, where it is called, runs single-threaded inside fastlstm's calls, so its
+pool plays no part.
 """
 import ctypes
 import os
@@ -112,6 +115,7 @@ def config():
         "threads": _num_threads,
         "forked_child_single_thread": _forked_after_parallel,
         "blas": blas,
+        "blas_used": facts["blas_used"],
         "simd": facts["kernels"] + " kernels"
                 + ("" if facts["avx2_fma"] else " (no AVX2/FMA on this CPU)"),
     }
@@ -124,10 +128,13 @@ def show_config():
            if cfg["openmp"] else "off (serial build)")
     print(f"fastlstm {cfg['version']}")
     print(f"  OpenMP:  {omp}")
-    print(f"  threads: {cfg['threads']} (fastlstm's OpenMP threads; each calls a single-threaded BLAS)"
+    print(f"  threads: {cfg['threads']} (fastlstm's OpenMP threads"
+          + ("; each calls a single-threaded BLAS)" if cfg["blas_used"] else ")")
           + ("; forked child, single-threaded" if cfg["forked_child_single_thread"] else ""))
     blas = cfg["blas"]
-    if blas["library"]:
+    if not cfg["blas_used"]:
+        print("  BLAS:    not called (the SIMD tile kernels project the inputs)")
+    elif blas["library"]:
         print(f"  BLAS:    {blas['config']} via scipy.linalg.cython_blas; held at 1 thread "
               f"during fastlstm calls, {blas['threads']} otherwise ({blas['library']})")
     else:

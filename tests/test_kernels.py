@@ -75,6 +75,35 @@ def test_portable_path_matches_reference(tmp_path):
     assert "portable ok" in out.stdout
 
 
+def test_portable_sgemm_projection_is_the_same_for_any_thread_count(tmp_path):
+    """The portable build projects the inputs with BLAS sgemm, in row chunks cut at fixed
+    places (several chunks, several K blocks here, with and without lengths): 1, 2 and 3
+    threads give the same bits, whatever kernel OpenBLAS picks, and match the reference."""
+    code = textwrap.dedent("""
+        import numpy as np, fastlstm
+        from fastlstm import reference
+        assert fastlstm.runtime.config()["blas_used"]
+        m = fastlstm.LSTM(300, 24, seed=2)
+        x = np.random.default_rng(0).standard_normal((6, 400, 300)).astype(np.float32)
+        lengths = np.array([400, 17, 399, 0, 250, 1])
+        for kw in ({}, {"lengths": lengths}):
+            runs = []
+            for n in (1, 2, 3):
+                fastlstm.set_num_threads(n)
+                runs.append(m(x, **kw))
+            for y, (h, c) in runs[1:]:
+                assert np.array_equal(y, runs[0][0]) and np.array_equal(c, runs[0][1][1])
+            yr, _ = reference.run(m, x, **kw)
+            assert np.abs(runs[0][0] - yr).max() < 2e-6, np.abs(runs[0][0] - yr).max()
+        print("sgemm ok")
+    """)
+    env = dict(os.environ, FASTLSTM_SIMD="portable")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "sgemm ok" in out.stdout
+
+
 def test_wide_and_narrow_simd_kernels_give_identical_bits(tmp_path):
     """The AVX-512 and AVX2 tiles run the same FMA chains: results must not depend on which
     one the CPU gets (on a CPU without AVX-512 both runs use AVX2 and agree trivially)."""

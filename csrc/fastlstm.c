@@ -307,7 +307,7 @@ static inline __attribute__((always_inline)) void prefetch_part(const float *fro
 
 /* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
  * ([k][4][U], K inputs), FL_K_CHUNK inputs at a time over all groups, so that each slice of
- * weights (FL_K_CHUNK x 4 gates x U floats: 32 KiB for U = 16) comes from L3 once a step and
+ * weights (FL_K_CHUNK x 4 gates x U floats: 16 KiB for U = 16) comes from L3 once a step and
  * stays in L1 for the other groups. While the groups work on one slice they ask for the next
  * (the next in memory: the next chunk, or the next block's first), a part each: without this
  * the first group waits on L3 for every line. Only with this many groups or more: the parts
@@ -384,11 +384,10 @@ static void gather_inputs(const step_ctx *cx, int step, int r0, int r1)
     }
 }
 
-/* Gate tiles and the fused update for one step: pre = h_prev . W_hh^T for the share's blocks
- * and groups, then the cell update for those units and rows. For each block the weights are
- * taken FL_K_CHUNK inputs at a time across all the share's row groups, so each slice (128 x 4
- * gates x U floats: 16 or 32 KiB) is loaded once per step and stays in L1 meanwhile. A batch
- * of one goes two blocks per call (see pair in fl_simd.h); then q counts pairs. */
+/* Gate tiles and the fused update for one step: for each of the share's blocks, Gx = x_t .
+ * W_ih^T when inputs are projected step by step, pre = h_prev . W_hh^T (block_tiles), then
+ * the cell update for those units and rows. A batch of one goes two blocks per call (see
+ * pair in fl_simd.h); then q counts pairs. */
 static void gate_work(const step_ctx *cx, int step, int active, const float *h_prev,
                       float *h_next, work_share w)
 {

@@ -13,7 +13,7 @@
 
 /* Sums over k are formed in blocks of this many inputs (see fl_simd.c); callers that split K
  * over calls split it at multiples of it. */
-#define FL_K_CHUNK 128
+#define FL_K_CHUNK 64
 
 /* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*units + u] * x[r*x_ld + k]
  * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= units); with `accumulate`

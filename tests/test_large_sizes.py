@@ -2,7 +2,7 @@
 
 ``scipy.linalg.cython_blas.sgemm`` takes 32-bit ints. The kernel (csrc/fastlstm.c,
 ``input_projection``) never hands it a size that grows with the input: each call covers at
-most FL_PROJ_ROWS = 1024 rows and FL_K_CHUNK = 128 inputs, and every offset into x, Gx and y
+most FL_PROJ_ROWS = 1024 rows and FL_K_CHUNK = 64 inputs, and every offset into x, Gx and y
 is computed in 64 bits, in the tile kernels too (which project the inputs wherever AVX2 or
 AVX-512 is available; the sgemm path runs on the portable build, test_kernels.py). These tests run the real thing: many row and input blocks at small
 sizes, and an input whose element offsets pass 2**31 (8 GiB of x, about half a minute).
@@ -19,7 +19,7 @@ from fastlstm._checks import available_memory
 
 from conftest import assert_close
 
-PROJ_ROWS, K_CHUNK = 1024, 128   # FL_PROJ_ROWS, FL_K_CHUNK in csrc/
+PROJ_ROWS, K_CHUNK = 1024, 64    # FL_PROJ_ROWS, FL_K_CHUNK in csrc/
 
 # A dot product over 2**14 inputs rounds more than the table's typical sizes.
 LONG_SUM_TOL = {"atol": 2e-5, "rtol": 2e-4}

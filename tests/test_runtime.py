@@ -8,11 +8,13 @@ from conftest import random_input
 
 
 @pytest.mark.parametrize("shape", [(1, 20, 16, 256), (5, 7, 12, 200), (4, 6, 32, 1024),
-                                   (1, 4, 16, 2048), (33, 10, 24, 96), (64, 5, 8, 300)])
+                                   (1, 4, 16, 2048), (33, 10, 24, 96), (64, 5, 8, 300),
+                                   (16, 4, 256, 512)])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_one_and_many_threads_are_bitwise_identical(shape, bidirectional):
     """Small steps run on one thread, small batches with big steps split each step by hidden
-    blocks (the 1024 and 2048 shapes), large batches split rows: the same bits every way."""
+    blocks (the 1024 and 2048 shapes), large batches split rows, and large batches whose
+    weights outgrow a core's L2 split blocks again (the 512 shape): the same bits every way."""
     batch, steps, inp, hidden = shape
     model = fastlstm.LSTM(inp, hidden, num_layers=2, proj_size=hidden // 4,
                           bidirectional=bidirectional, seed=0)

@@ -295,45 +295,22 @@ static inline void group_rows(work_share w, int g, int active, int *r0, int *nb)
     *nb = (b < active ? b : active) - a;
 }
 
-/* Ask for part i of n of the `bytes` from `from` on. */
-static inline __attribute__((always_inline)) void prefetch_part(const float *from, size_t bytes,
-                                                                int i, int n)
-{
-    const char *at = (const char *)from;
-    size_t a = bytes * i / n / 64 * 64;
-    const size_t b = bytes * (i + 1) / n;
-    for (; a < b; a += 64) __builtin_prefetch(at + a, 0, 2);
-}
-
 /* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
  * ([k][4][U], K inputs), FL_K_CHUNK inputs at a time over all groups, so that each slice of
  * weights (FL_K_CHUNK x 4 gates x U floats: 16 KiB for U = 16) comes from L3 once a step and
- * stays in L1 for the other groups. While the groups work on one slice they ask for the next
- * (the next in memory: the next chunk, or the next block's first), a part each: without this
- * the first group waits on L3 for every line. Only with this many groups or more: the parts
- * are then small, where a burst of hundreds of prefetches holds up the loads of the tiles
- * (measured: large workload 7% faster; batch of 4 or 16 rows 12-23% slower without the limit). */
-#define FL_PREFETCH_MIN_GROUPS 8
-
+ * stays in L1 for the other groups. */
 static void block_tiles(const step_ctx *cx, work_share w, int active, const float *wq, int K,
                         const float *x, int x_ld, float *out, int out_ld, int width)
 {
     const int H = cx->p->hidden_size, U = cx->simd->units;
-    const size_t slice = (size_t)FL_K_CHUNK * 4 * U * sizeof(float);
-    int g, k0, r0, nb, i, n = 0;
-    for (g = 0; g < w.groups; g++) {
-        if (!owns_group(w, g)) continue;
-        group_rows(w, g, active, &r0, &nb);
-        n += nb > 0;
-    }
+    int g, k0, r0, nb;
     for (k0 = 0; k0 < K; k0 += FL_K_CHUNK) {
         const int kc = K - k0 < FL_K_CHUNK ? K - k0 : FL_K_CHUNK;
         const float *wk = wq + (size_t)k0 * 4 * U;
-        for (g = 0, i = 0; g < w.groups; g++) {
+        for (g = 0; g < w.groups; g++) {
             if (!owns_group(w, g)) continue;
             group_rows(w, g, active, &r0, &nb);
             if (nb <= 0) continue;
-            if (n >= FL_PREFETCH_MIN_GROUPS) prefetch_part(wk + (size_t)kc * 4 * U, slice, i++, n);
             cx->simd->tile(4, wk, kc, x + (size_t)r0 * x_ld + k0, x_ld, nb,
                            out + (size_t)r0 * out_ld, out_ld, H, width, k0 > 0);
         }

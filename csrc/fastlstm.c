@@ -140,11 +140,11 @@ static void cell_rows(const fl_cell *p, const float *gx, float *pre, float *c, f
 
 /* ------------------------------------------------------------------ weight packing */
 
-size_t fl_packed_size(int rows_per_group, int units, int K)
+size_t fl_packed_size(int groups, int units, int K)
 {
     const size_t U = (size_t)fl_simd()->units;
     const size_t blocks = ((size_t)units + U - 1) / U;
-    return blocks * (size_t)K * (size_t)rows_per_group * U;
+    return blocks * (size_t)K * (size_t)groups * U;
 }
 
 /* Pack w (groups*units, K), row-major, into tiles [block][k][group][U], U = the SIMD table's
@@ -177,12 +177,12 @@ void fl_pack(const float *w, int groups, int units, int K, float *out)
  * (each core then holds its half of W_hh in its own L2); B=1, H=64 no gain. */
 #define FL_BARRIER_MIN_MACS 65536L
 
-/* Batches this large project their inputs step by step, inside the time loop (see
- * input_step): the tile kernel then takes x_t . W_ih^T for a block right before h . W_hh^T,
- * into a (B, 4H) buffer that stays in cache, where a projection of all steps first writes
- * B*T*4H floats that every step reads back from memory, a row here and a row there. Below
- * this many rows the whole-sequence sgemm wins: it reads W_ih once for all steps, where the
- * step kernel reads it again every step. */
+/* With SIMD kernels, batches this large project their inputs step by step, inside the time
+ * loop (see input_step): the tile kernel then takes x_t . W_ih^T for a block right before
+ * h . W_hh^T, into a (B, 4H) buffer that stays in cache, where a projection of all steps first
+ * writes B*T*4H floats that every step reads back from memory, a row here and a row there.
+ * Below this many rows projecting all steps first wins: it reads W_ih once for all steps,
+ * where the step kernel reads it again every step (for a few rows, memory-bound). */
 #define FL_STEP_PROJECTION_MIN_BATCH 12
 
 typedef struct {
@@ -296,16 +296,20 @@ static inline void group_rows(work_share w, int g, int active, int *r0, int *nb)
 }
 
 /* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
- * ([k][4][U], K inputs), FL_K_CHUNK inputs at a time over all groups, so that each slice of
- * weights (FL_K_CHUNK x 4 gates x U floats: 16 KiB for U = 16) comes from L3 once a step and
+ * ([k][4][U], K inputs), FL_K_SLICE inputs at a time over all groups, so that each slice of
+ * weights (FL_K_SLICE x 4 gates x U floats: 32 KiB for U = 16) comes from L3 once a step and
  * stays in L1 for the other groups. */
+/* Inputs a tile call of block_tiles takes: two of the kernel's FL_K_CHUNK blocks (the sums
+ * are the same whatever the slice), so the cost of a call is paid half as often. */
+#define FL_K_SLICE (2 * FL_K_CHUNK)
+
 static void block_tiles(const step_ctx *cx, work_share w, int active, const float *wq, int K,
                         const float *x, int x_ld, float *out, int out_ld, int width)
 {
     const int H = cx->p->hidden_size, U = cx->simd->units;
     int g, k0, r0, nb;
-    for (k0 = 0; k0 < K; k0 += FL_K_CHUNK) {
-        const int kc = K - k0 < FL_K_CHUNK ? K - k0 : FL_K_CHUNK;
+    for (k0 = 0; k0 < K; k0 += FL_K_SLICE) {
+        const int kc = K - k0 < FL_K_SLICE ? K - k0 : FL_K_SLICE;
         const float *wk = wq + (size_t)k0 * 4 * U;
         for (g = 0; g < w.groups; g++) {
             if (!owns_group(w, g)) continue;
@@ -541,7 +545,8 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
  * blocks outermost so that a block of W_ih stays in L2 across all rows. Each row's result
  * depends on that row alone: streams, pools, batches of any size and composition, any thread
  * count, the AVX2 and the AVX-512 kernels, and the step-by-step projection (input_step) all
- * give the same bits. */
+ * give the same bits. (The portable build projects whole sequences with sgemm instead, so
+ * there a row's bits may change with the batch it shares; streams still use this.) */
 static void input_tiles(const fl_cell *p, const float *x, int x_ld, long rows, float *gx,
                         int tid, int nth)
 {
@@ -687,7 +692,7 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.p = p;
     cx.s = s;
     cx.simd = fl_simd();
-    cx.by_step = B >= FL_STEP_PROJECTION_MIN_BATCH;
+    cx.by_step = B >= FL_STEP_PROJECTION_MIN_BATCH && cx.simd->project_by_tiles;
     cx.ld_pre = (int)G + FL_ROW_PAD;
     cx.ld_gx = cx.by_step ? (int)G + FL_ROW_PAD : (int)G;
     if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;

@@ -1,6 +1,8 @@
-/* The SIMD kernels: the recurrent tile (a small GEMM of fixed shape), sigmoid/tanh, and the
- * standard cell update, each in a portable, an AVX2+FMA and (for the tile) an AVX-512 version,
- * chosen once at run time (fl_simd).
+/* The SIMD kernels: the tile (a small GEMM over packed weights, for the input and recurrent
+ * products), the one-row pair tile, sigmoid/tanh and the standard cell update, each in a
+ * portable, an AVX2+FMA and an AVX-512 version (AVX-512 reuses the AVX2 activations for the
+ * generic cell), chosen once at run time (fl_simd). Built with -ffp-contract=off (setup.py):
+ * a multiply and an add stay two roundings, as in every version.
  *
  * Summation: every output sum over k is formed in blocks of FL_K_CHUNK inputs, each block one
  * FMA chain from zero, the block sums added in order: out = ((s0 + s1) + s2) + ... All
@@ -389,6 +391,7 @@ FL_AVX512 static FL_INLINE void single_block_avx512(const int NB, const float *w
     for (r = 0; r < NB; r++) put16(out + (size_t)r * out_ld, acc[r], n, add);
 }
 
+/* nb is 1..6 (the table's rows); callers never pass more or fewer */
 #define FL_ROWS_CASES(call) \
     switch (nb) {           \
     case 1: call(1); break; \
@@ -396,7 +399,8 @@ FL_AVX512 static FL_INLINE void single_block_avx512(const int NB, const float *w
     case 3: call(3); break; \
     case 4: call(4); break; \
     case 5: call(5); break; \
-    default: call(6); break; \
+    case 6: call(6); break; \
+    default: break;         \
     }
 
 FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,

@@ -1,5 +1,5 @@
-/* Run-time selected SIMD kernels. The default build has no -march flags; the AVX2/FMA bodies
- * are compiled with a target attribute and chosen once by CPU feature (fl_simd_init). */
+/* Run-time selected SIMD kernels. The default build has no -march flags; the AVX2/FMA and
+ * AVX-512 bodies are compiled with target attributes and chosen once by CPU feature (fl_simd). */
 #ifndef FL_SIMD_H
 #define FL_SIMD_H
 

@@ -167,8 +167,11 @@ def markdown(results, summary_only=False):
                 f"- fastlstm {meta['fastlstm']} at commit `{meta['commit']}`"]
         cfg = results["runs"][0]["fastlstm_config"]
         blas = cfg.get("blas") or {}
+        blas_text = blas.get("config") or blas.get("library") or "unknown"
+        if cfg.get("blas_used") is False:
+            blas_text = f"not called by fastlstm (tile kernels); SciPy's is {blas_text}"
         out.append(f"- fastlstm runtime: OpenMP {'on (' + str(cfg['openmp_version']) + ')' if cfg['openmp'] else 'off'}, "
-                   f"SIMD {cfg['simd']}, BLAS {blas.get('config') or blas.get('library') or 'unknown'}")
+                   f"SIMD {cfg['simd']}, BLAS {blas_text}")
         for run in results["runs"]:
             avx2 = run.get("sgemm_avx2_gflops")
             others = run.get("other_processes_cpu_fraction")
@@ -235,7 +238,10 @@ METHOD = """\
   peers themselves exceed 3e-7 on the wide shapes (batch, large, deepbench); the targets
   table shows the best peer's error beside fastlstm's.
 - Each thread count runs in its own worker process with `OMP_NUM_THREADS`,
-  `OPENBLAS_NUM_THREADS` and `MKL_NUM_THREADS` set to it, and every peer set explicitly:
+  `OPENBLAS_NUM_THREADS` and `MKL_NUM_THREADS` set to it, and `OPENBLAS_CORETYPE` /
+  `OPENBLAS_L2_SIZE` removed (some machines set them to hold old OpenBLAS builds to a kernel
+  that works there; on a current one they cost the NumPy peer and the sgemm rate their AVX-512
+  kernels), and every peer set explicitly:
   `fastlstm.set_num_threads`, threadpoolctl on NumPy's BLAS (the NumPy peer and the sgemm
   rate), `torch.set_num_threads` (interop 1), ONNX Runtime `intra_op_num_threads` (inter-op 1,
   sequential), TensorFlow `tf.config.threading` intra-op (inter-op 1). TensorFlow sizes its

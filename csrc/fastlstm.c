@@ -692,7 +692,7 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.p = p;
     cx.s = s;
     cx.simd = fl_simd();
-    cx.by_step = B >= FL_STEP_PROJECTION_MIN_BATCH && cx.simd->project_by_tiles;
+    cx.by_step = fl_projects_by_step(B);
     cx.ld_pre = (int)G + FL_ROW_PAD;
     cx.ld_gx = cx.by_step ? (int)G + FL_ROW_PAD : (int)G;
     if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;
@@ -743,6 +743,11 @@ int fl_openmp_used_in_parallel(void) { return fl_parallel_used; }
 const char *fl_simd_name(void) { return fl_simd()->name; }
 
 int fl_blas_used(void) { return !fl_simd()->project_by_tiles; }
+
+int fl_projects_by_step(int batch)
+{
+    return batch >= FL_STEP_PROJECTION_MIN_BATCH && fl_simd()->project_by_tiles;
+}
 
 int fl_cpu_has_avx2_fma(void)
 {

@@ -82,7 +82,8 @@ typedef struct {
     int reverse;
     const float *h0, *c0;         /* (B, O), (B, H) in batch order; NULL means zeros */
     float *hn, *cn;               /* (B, O), (B, H) final states; may alias h0/c0; NULL: not written */
-    float *gx;                    /* workspace (rows, 4H), and at least (B, 4H + FL_ROW_PAD) */
+    float *gx;                    /* workspace (rows, 4H), or (B, 4H + FL_ROW_PAD) when the
+                                     inputs are projected step by step (fl_projects_by_step) */
     float *pre;                   /* workspace (B, 4H + FL_ROW_PAD) */
     float *hs, *hs2;              /* workspace (B, O) twice, working order (h ping-pongs) */
     float *cs;                    /* workspace (B, H), working order */
@@ -112,5 +113,8 @@ int fl_openmp_used_in_parallel(void);
 int fl_cpu_has_avx2_fma(void);
 const char *fl_simd_name(void);
 int fl_blas_used(void);   /* the input projection calls BLAS sgemm (the portable build) */
+/* Whether a run over `batch` sequences projects its inputs step by step, so that gx holds
+ * (batch, 4H + FL_ROW_PAD) floats, or all steps first, so that it holds (rows, 4H). */
+int fl_projects_by_step(int batch);
 
 #endif

@@ -72,6 +72,7 @@ cdef extern from "fastlstm.h" nogil:
     int fl_cpu_has_avx2_fma()
     const char *fl_simd_name()
     int fl_blas_used()
+    int fl_projects_by_step(int batch)
 
     enum:
         FL_ROW_PAD
@@ -231,6 +232,8 @@ cdef class Workspace:
     cdef readonly Py_ssize_t rows, batch
 
     def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
+        # rows: (b, t) rows of a run; batch: its sequences. With fl_projects_by_step(batch) the
+        # input projection needs one step's rows only.
         cdef int G = 0, H = 0, O = 0, W = 0
         for directions in layers:
             for k in directions:
@@ -239,7 +242,8 @@ cdef class Workspace:
                 O = max(O, k.output_size)
             W = max(W, len(directions) * directions[0].output_size)
         self.rows, self.batch = rows, batch
-        self.gx = np.empty(max(rows * G, batch * (G + FL_ROW_PAD), 1), np.float32)
+        projected = 0 if projects_by_step(batch) else rows
+        self.gx = np.empty(max(projected * G, batch * (G + FL_ROW_PAD), 1), np.float32)
         self.pre = np.empty(max(batch * (G + FL_ROW_PAD), 1), np.float32)
         self.hs = np.empty(max(batch * O, 1), np.float32)
         self.hs2 = np.empty(max(batch * O, 1), np.float32)
@@ -305,6 +309,10 @@ cdef class Plan:
         cdef const float *xin = NULL
         cdef int x_ld
         if ws.rows < batch * steps or ws.batch < batch:
+            raise ValueError("workspace too small")
+        G = max(4 * (<CellKernel>k).hidden_size for d in layers for k in d)
+        if ws.gx.shape[0] < (batch * (G + FL_ROW_PAD) if fl_projects_by_step(<int>batch)
+                             else max(batch * steps * G, batch * (G + FL_ROW_PAD))):
             raise ValueError("workspace too small")
         self.keep = (layers, ws, h0, c0, hn, cn, lengths, order)
         self.n_layers = <int>len(layers)
@@ -438,6 +446,12 @@ def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, 
     plan = Plan(layers, B, T, batch_first, h0, c0, hn, cn, lengths, order, ws, stepwise,
                 gx_start)
     plan.run(x, y, num_threads)
+
+
+def projects_by_step(Py_ssize_t batch):
+    """Whether a run over `batch` sequences projects its inputs step by step (then neither a
+    (rows, 4H) projection buffer nor the packed valid rows of x are needed)."""
+    return batch <= 2147483647 and bool(fl_projects_by_step(<int>batch))
 
 
 def runtime_facts():

@@ -162,7 +162,7 @@ class _Stack:
         order = gx_start = None
         if lengths is not None:
             order = np.argsort(-lengths, kind="stable").astype(np.int32)
-            if not stepwise:
+            if not stepwise and not _core.projects_by_step(B):
                 # only the valid rows are projected, packed sequence after sequence
                 gx_start = np.zeros(B, np.int64)
                 np.cumsum(lengths[:-1], out=gx_start[1:])
@@ -232,15 +232,16 @@ class _Stack:
                                  f"{MAX_INDEX} (2**31 - 1)")
         D = self.num_directions
         rows = B * T
+        projected = B if _core.projects_by_step(B) else rows   # rows of the input projection
         gates = max(4 * l.hidden_size for l in self._layers)
         widest = max(D * l.output_size for l in self._layers)
         between = (min(len(self._layers) - 1, 2)) * widest
         out = D * self.output_size if return_sequences else 0
         per_sequence = gates + 3 * max(l.output_size for l in self._layers) + \
             2 * max(l.hidden_size for l in self._layers)  # pre, hs, hs2, cs, hfull
-        check_memory(4 * (rows * (gates + between + out) + B * per_sequence),
+        check_memory(4 * (projected * gates + rows * (between + out) + B * per_sequence),
                      f"a call on x with batch {B} and time {T} (input projection "
-                     f"{rows} x {gates} floats, outputs and layer buffers)")
+                     f"{projected} x {gates} floats, outputs and layer buffers)")
 
     # weights --------------------------------------------------------------------------
     def _weight_items(self, layer_suffix):

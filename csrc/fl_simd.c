@@ -90,7 +90,7 @@ static void tanh_portable(float *v, int n)
 }
 
 static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmoid_portable,
-                                              tanh_portable, NULL, FL_TILE_ROWS, 8, 0, "portable"};
+                                              tanh_portable, NULL, NULL, FL_TILE_ROWS, 8, 0, "portable"};
 
 /* ---------------------------------------------------------------- AVX2 + FMA versions */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -345,12 +345,9 @@ FL_AVX512 static FL_INLINE void put16(float *dst, __m512 v, __mmask16 n, int add
 
 /* One K block of the four-gate tile for NB rows (a compile-time constant after inlining:
  * the accumulators live in registers). wp: [k][4 gates][16]. */
-FL_AVX512 static FL_INLINE void gates_block_avx512(const int NB, const float *wp, int K,
-                                                   const float *x, int x_ld, float *out,
-                                                   int out_ld, int m_stride, __mmask16 n,
-                                                   int add)
+FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp, int K,
+                                                  const float *x, int x_ld, __m512 acc[6][4])
 {
-    __m512 acc[6][4];
     int k, r, m;
     for (r = 0; r < NB; r++)
         for (m = 0; m < 4; m++) acc[r][m] = _mm512_setzero_ps();
@@ -370,6 +367,16 @@ FL_AVX512 static FL_INLINE void gates_block_avx512(const int NB, const float *wp
             acc[r][3] = _mm512_fmadd_ps(w3, h, acc[r][3]);
         }
     }
+}
+
+FL_AVX512 static FL_INLINE void gates_block_avx512(const int NB, const float *wp, int K,
+                                                   const float *x, int x_ld, float *out,
+                                                   int out_ld, int m_stride, __mmask16 n,
+                                                   int add)
+{
+    __m512 acc[6][4];
+    int r, m;
+    gates_sums_avx512(NB, wp, K, x, x_ld, acc);
     for (r = 0; r < NB; r++)
         for (m = 0; m < 4; m++)
             put16(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[r][m], n, add);
@@ -528,10 +535,49 @@ FL_AVX512 static void standard_cell_avx512(const float *gx, const float *bias, c
     }
 }
 
+/* The last K block of the recurrent tile and the standard cell, fused: the block's sums stay
+ * in registers, total = pre + sums (or sums alone), then the cell as standard_cell_avx512
+ * with pre = total: the same operations, so the same bits. Rows r < nb of c, h and the
+ * output rows y[r] (NULL: none) are written; pre is read, not written. */
+FL_AVX512 static FL_INLINE void gates_cell_rows(const int NB, const fl_fused *f, __mmask16 n)
+{
+    __m512 acc[6][4];
+    int r, g;
+    gates_sums_avx512(NB, f->wp, f->K, f->x, f->x_ld, acc);
+    for (r = 0; r < NB; r++) {
+        const float *pre = f->pre + (size_t)r * f->pre_ld, *gx = f->gx + (size_t)r * f->gx_ld;
+        float *c = f->c + (size_t)r * f->c_ld, *h = f->h + (size_t)r * f->h_ld;
+        __m512 z[4], cn, hn;
+        for (g = 0; g < 4; g++) {
+            const size_t at = (size_t)g * f->H;
+            const __m512 total = f->add ? _mm512_add_ps(_mm512_maskz_loadu_ps(n, pre + at), acc[r][g])
+                                        : acc[r][g];
+            z[g] = _mm512_add_ps(total, _mm512_add_ps(_mm512_maskz_loadu_ps(n, gx + at),
+                                                      _mm512_maskz_loadu_ps(n, f->bias + at)));
+        }
+        cn = _mm512_add_ps(_mm512_mul_ps(sigmoid16(z[1]), _mm512_maskz_loadu_ps(n, c)),
+                           _mm512_mul_ps(sigmoid16(z[0]), tanh16(z[2])));
+        hn = _mm512_mul_ps(sigmoid16(z[3]), tanh16(cn));
+        _mm512_mask_storeu_ps(c, n, cn);
+        _mm512_mask_storeu_ps(h, n, hn);
+        if (f->y) _mm512_mask_storeu_ps(f->y[r], n, hn);
+    }
+}
+
+FL_AVX512 static void gates_cell_avx512(const fl_fused *f)
+{
+    const __mmask16 n = lanes(f->width);
+    const int nb = f->nb;
+#define FL_FUSED(NB) gates_cell_rows(NB, f, n)
+    FL_ROWS_CASES(FL_FUSED)
+#undef FL_FUSED
+}
+
 static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2,
-                                         standard_cell_avx2, FL_TILE_ROWS, 8, 1, "avx2"};
+                                         standard_cell_avx2, NULL, FL_TILE_ROWS, 8, 1, "avx2"};
 static const fl_simd_table avx512_table = {tile_avx512, pair_avx512, sigmoid_avx2, tanh_avx2,
-                                           standard_cell_avx512, 6, 16, 1, "avx512"};
+                                           standard_cell_avx512, gates_cell_avx512, 6, 16, 1,
+                                           "avx512"};
 #endif
 
 /* FASTLSTM_SIMD=portable|avx2 caps the choice (for tests and comparisons). */

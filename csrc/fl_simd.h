@@ -8,6 +8,7 @@
  * for the 512-bit ones (one register holds one gate's units). */
 #define FL_TILE_UNITS 8
 #define FL_TILE_UNITS_MAX 16
+#define FL_TILE_ROWS_MAX 6
 #define FL_TILE_ROWS 3   /* batch rows per tile of the 256-bit kernels: 4 gates x 3 rows = 12
                             accumulators; the 512-bit kernel takes 6 (24 accumulators) */
 
@@ -33,12 +34,29 @@ typedef void (*fl_vec_fn)(float *v, int n);
 typedef void (*fl_cell_fn)(const float *gx, const float *bias, const float *pre, float *c,
                            float *h, int H, int j0, int j1);
 
+/* The last K block of a four-gate tile fused with the standard cell update (see
+ * gates_cell_avx512): nb rows, row r of each buffer at r times its stride. */
+typedef struct {
+    const float *wp; int K;           /* the block's packed weights from the last K block on */
+    const float *x; int x_ld;         /* h rows from the same input on */
+    const float *pre; int pre_ld; int add;  /* partial sums of the earlier K blocks, if add */
+    const float *gx; int gx_ld;
+    const float *bias;
+    float *c; int c_ld;
+    float *h; int h_ld;
+    float *const *y;                  /* nb output row pointers, or NULL */
+    int nb, H, width;
+} fl_fused;
+
+typedef void (*fl_fused_fn)(const fl_fused *f);
+
 typedef struct {
     fl_tile_fn tile;
     fl_pair_fn pair;
     fl_vec_fn sigmoid;
     fl_vec_fn tanh;
     fl_cell_fn standard_cell;  /* NULL: the generic cell_rows serves every cell */
+    fl_fused_fn gates_cell;    /* NULL: tile, then the cell update from pre */
     int rows;            /* batch rows per tile call */
     int units;           /* hidden units per packed block (see fl_pack) */
     int project_by_tiles; /* inputs projected by `tile` rather than BLAS sgemm */

@@ -4,8 +4,10 @@
  *   w_ih (4H, I), w_hh (4H, O), w_hr (O, H), peephole (3, H) for gates i, f, o;
  *   gate blocks inside every 4H vector are in the order i, f, g, o;
  *   O = proj_size when there is a projection, else H.
- * The driver takes BLAS sgemm as a function pointer so that this C code links to no BLAS
- * of its own: the Cython layer hands it scipy.linalg.cython_blas.sgemm.
+ * Every product runs in the SIMD tile kernels of fl_simd.c (weights packed once by fl_pack),
+ * except the input projection of the portable build, which calls BLAS sgemm through a
+ * function pointer so that this C code links to no BLAS of its own: the Cython layer hands it
+ * scipy.linalg.cython_blas.sgemm.
  */
 #ifndef FASTLSTM_H
 #define FASTLSTM_H

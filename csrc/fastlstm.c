@@ -580,7 +580,9 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
             }
             projection_work(cx, step, active, h_next, w);
         }
-        if (!by_rows) barrier(nth);   /* h_next is complete before anyone reads it */
+        /* h_next is complete before anyone reads it; after the last step the end of the
+         * parallel region is the barrier */
+        if (!by_rows && step + 1 < T) barrier(nth);
         {
             float *tmp = h_prev;
             h_prev = h_next;
@@ -712,9 +714,15 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
 /* Input projection, then the time loop, on each of nth threads. */
 static void run_thread(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
 {
+    const fl_seq *s = cx->s;
     if (!cx->by_step) {
-        input_projection(cx->p, cx->s, sgemm, tid, nth);
-        barrier(nth);
+        input_projection(cx->p, s, sgemm, tid, nth);
+        /* A single row (a stream step of one sequence) is projected by the tiles in the same
+         * pairs of blocks that each thread then updates (input_tiles and time_loop split them
+         * alike), so each thread reads only its own Gx and needs no barrier here. */
+        if (!((long)s->batch * s->steps == 1 && !s->gx_start
+              && (s->input_by_tiles || cx->simd->project_by_tiles)))
+            barrier(nth);
     }
     time_loop(cx, tid, nth);
 }

@@ -296,14 +296,32 @@ static inline void group_rows(work_share w, int g, int active, int *r0, int *nb)
     *nb = (b < active ? b : active) - a;
 }
 
-/* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
- * ([k][4][U], K inputs), FL_K_SLICE inputs at a time over all groups, so that each slice of
- * weights (FL_K_SLICE x 4 gates x U floats: 32 KiB for U = 16) comes from L3 once a step and
- * stays in L1 for the other groups. */
+/* One row: out (4H floats, gates H apart) for the units of blocks blk and blk + 1 = x . W^T,
+ * W packed ([block][k][4][U], K inputs a block), by the pair kernel, or by the tile when blk
+ * is the last block. Returns the end of the units done. */
+static int row_pair(const fl_simd_table *simd, const float *wp, int K, int H, int blk,
+                    const float *x, float *out)
+{
+    const int U = simd->units, j0 = blk * U, j1 = j0 + U < H ? j0 + U : H;
+    const size_t block_floats = (size_t)K * 4 * U;
+    if (j1 < H) {
+        const int j2 = j1 + U < H ? j1 + U : H;
+        simd->pair(wp + blk * block_floats, wp + (blk + 1) * block_floats, K, x, out + j0,
+                   out + j1, H, j1 - j0, j2 - j1);
+        return j2;
+    }
+    simd->tile(4, wp + blk * block_floats, K, x, K, 1, out + j0, 4 * H, H, j1 - j0, 0);
+    return j1;
+}
+
 /* Inputs a tile call of block_tiles takes: two of the kernel's FL_K_CHUNK blocks (the sums
  * are the same whatever the slice), so the cost of a call is paid half as often. */
 #define FL_K_SLICE (2 * FL_K_CHUNK)
 
+/* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
+ * ([k][4][U], K inputs), FL_K_SLICE inputs at a time over all groups, so that each slice of
+ * weights (FL_K_SLICE x 4 gates x U floats: 32 KiB for U = 16) comes from L3 once a step and
+ * stays in L1 for the other groups. */
 static void block_tiles(const step_ctx *cx, work_share w, int active, const float *wq, int K,
                         const float *x, int x_ld, float *out, int out_ld, int width)
 {
@@ -333,24 +351,6 @@ static void input_step(const step_ctx *cx, int q, int active, work_share w)
     const int j0 = q * U, width = j0 + U < H ? U : H - j0;
     block_tiles(cx, w, active, p->w_ih_packed + (size_t)q * I * 4 * U, I, cx->s->xc, I,
                 cx->s->gx + j0, cx->ld_gx, width);
-}
-
-/* The same for a lone row 0 and the two blocks blk, blk + 1 (gate_work's paired mode). */
-static void input_step_pair(const step_ctx *cx, int blk)
-{
-    const fl_cell *p = cx->p;
-    const fl_seq *s = cx->s;
-    const int H = p->hidden_size, I = p->input_size, G = 4 * H, U = cx->simd->units;
-    const size_t block_floats = (size_t)I * 4 * U;
-    const int j0 = blk * U, j1 = j0 + U < H ? j0 + U : H;
-    if (j1 < H) {
-        const int j2 = j1 + U < H ? j1 + U : H;
-        cx->simd->pair(p->w_ih_packed + blk * block_floats, p->w_ih_packed + (blk + 1) * block_floats,
-                       I, s->xc, s->gx + j0, s->gx + j1, H, j1 - j0, j2 - j1);
-    } else {
-        cx->simd->tile(4, p->w_ih_packed + blk * block_floats, I, s->xc, I, 1, s->gx + j0, G, H,
-                       j1 - j0, 0);
-    }
 }
 
 /* x rows [r0, r1) of this step into s->xc, in working order. */
@@ -418,27 +418,18 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
-    const int H = p->hidden_size, O = p->output_size, G = 4 * H, U = cx->simd->units;
+    const int H = p->hidden_size, O = p->output_size, U = cx->simd->units;
     const size_t block_floats = (size_t)O * 4 * U;
     int q, g, r0, nb;
 
     if (active == 1) {
+        /* row 0 of xc (step by step) or of gx holds its inputs' projection */
         for (q = w.q0; q < w.q1; q++) {
-            const int blk = 2 * q, j0 = blk * U;
-            int j1 = j0 + U < H ? j0 + U : H;
+            const int blk = 2 * q;
             if (cx->by_step)
-                input_step_pair(cx, blk);
-            if (j1 < H) {
-                const int j2 = j1 + U < H ? j1 + U : H;
-                cx->simd->pair(p->w_hh_packed + blk * block_floats,
-                               p->w_hh_packed + (blk + 1) * block_floats, O, h_prev,
-                               s->pre + j0, s->pre + j1, H, j1 - j0, j2 - j1);
-                j1 = j2;
-            } else {
-                cx->simd->tile(4, p->w_hh_packed + blk * block_floats, O, h_prev, O, 1,
-                               s->pre + j0, G, H, j1 - j0, 0);
-            }
-            update_rows(cx, step, 0, 1, j0, j1, h_next);
+                row_pair(cx->simd, p->w_ih_packed, p->input_size, H, blk, s->xc, s->gx);
+            update_rows(cx, step, 0, 1, blk * U,
+                        row_pair(cx->simd, p->w_hh_packed, O, H, blk, h_prev, s->pre), h_next);
         }
         return;
     }
@@ -610,18 +601,7 @@ static void input_tiles(const fl_cell *p, const float *x, int x_ld, long rows, f
     if (rows == 1) {
         /* one row: two blocks per task, as in gate_work */
         my_range((blocks + 1) / 2, tid, nth, &a, &b);
-        for (task = a; task < b; task++) {
-            const int q = (int)task * 2, j0 = q * U;
-            const int j1 = j0 + U < H ? j0 + U : H;
-            if (j1 < H) {
-                const int j2 = j1 + U < H ? j1 + U : H;
-                simd->pair(p->w_ih_packed + q * block_floats, p->w_ih_packed + (q + 1) * block_floats,
-                           I, x, gx + j0, gx + j1, H, j1 - j0, j2 - j1);
-            } else {
-                simd->tile(4, p->w_ih_packed + q * block_floats, I, x, I, 1, gx + j0, G, H,
-                           j1 - j0, 0);
-            }
-        }
+        for (task = a; task < b; task++) row_pair(simd, p->w_ih_packed, I, H, (int)task * 2, x, gx);
         return;
     }
     my_range(blocks * groups, tid, nth, &a, &b);

@@ -512,26 +512,36 @@ FL_AVX512 static FL_INLINE __m512 tanh16(__m512 x)
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
 }
 
-/* The standard cell for units [j0, j1) of one row, 16 units at a time (see standard_cell_avx2). */
+/* The standard cell on 16 lanes (see standard_cell_avx2): gate g's pre-activation is
+ * total[g] + (gx + bias) at g*H; c' = f*c + i*g and h' = o*tanh(c') go to c and h, and h' is
+ * returned. */
+FL_AVX512 static FL_INLINE __m512 cell16(const __m512 total[4], const float *gx,
+                                         const float *bias, float *c, float *h, int H,
+                                         __mmask16 n)
+{
+    __m512 z[4], cn, hn;
+    int g;
+    for (g = 0; g < 4; g++)
+        z[g] = _mm512_add_ps(total[g], _mm512_add_ps(_mm512_maskz_loadu_ps(n, gx + (size_t)g * H),
+                                                     _mm512_maskz_loadu_ps(n, bias + (size_t)g * H)));
+    cn = _mm512_add_ps(_mm512_mul_ps(sigmoid16(z[1]), _mm512_maskz_loadu_ps(n, c)),
+                       _mm512_mul_ps(sigmoid16(z[0]), tanh16(z[2])));
+    hn = _mm512_mul_ps(sigmoid16(z[3]), tanh16(cn));
+    _mm512_mask_storeu_ps(c, n, cn);
+    _mm512_mask_storeu_ps(h, n, hn);
+    return hn;
+}
+
+/* The standard cell for units [j0, j1) of one row, 16 units at a time, from pre. */
 FL_AVX512 static void standard_cell_avx512(const float *gx, const float *bias, const float *pre,
                                            float *c, float *h, int H, int j0, int j1)
 {
-    int j;
+    int j, g;
     for (j = j0; j < j1; j += 16) {
         const __mmask16 n = lanes(j1 - j);
-        __m512 z[4], cn, hn;
-        int g;
-        for (g = 0; g < 4; g++) {
-            const size_t at = (size_t)g * H + j;
-            z[g] = _mm512_add_ps(_mm512_maskz_loadu_ps(n, pre + at),
-                                 _mm512_add_ps(_mm512_maskz_loadu_ps(n, gx + at),
-                                               _mm512_maskz_loadu_ps(n, bias + at)));
-        }
-        cn = _mm512_add_ps(_mm512_mul_ps(sigmoid16(z[1]), _mm512_maskz_loadu_ps(n, c + j)),
-                           _mm512_mul_ps(sigmoid16(z[0]), tanh16(z[2])));
-        hn = _mm512_mul_ps(sigmoid16(z[3]), tanh16(cn));
-        _mm512_mask_storeu_ps(c + j, n, cn);
-        _mm512_mask_storeu_ps(h + j, n, hn);
+        __m512 total[4];
+        for (g = 0; g < 4; g++) total[g] = _mm512_maskz_loadu_ps(n, pre + (size_t)g * H + j);
+        cell16(total, gx + j, bias + j, c + j, h + j, H, n);
     }
 }
 
@@ -545,21 +555,14 @@ FL_AVX512 static FL_INLINE void gates_cell_rows(const int NB, const fl_fused *f,
     int r, g;
     gates_sums_avx512(NB, f->wp, f->K, f->x, f->x_ld, acc);
     for (r = 0; r < NB; r++) {
-        const float *pre = f->pre + (size_t)r * f->pre_ld, *gx = f->gx + (size_t)r * f->gx_ld;
-        float *c = f->c + (size_t)r * f->c_ld, *h = f->h + (size_t)r * f->h_ld;
-        __m512 z[4], cn, hn;
-        for (g = 0; g < 4; g++) {
-            const size_t at = (size_t)g * f->H;
-            const __m512 total = f->add ? _mm512_add_ps(_mm512_maskz_loadu_ps(n, pre + at), acc[r][g])
-                                        : acc[r][g];
-            z[g] = _mm512_add_ps(total, _mm512_add_ps(_mm512_maskz_loadu_ps(n, gx + at),
-                                                      _mm512_maskz_loadu_ps(n, f->bias + at)));
-        }
-        cn = _mm512_add_ps(_mm512_mul_ps(sigmoid16(z[1]), _mm512_maskz_loadu_ps(n, c)),
-                           _mm512_mul_ps(sigmoid16(z[0]), tanh16(z[2])));
-        hn = _mm512_mul_ps(sigmoid16(z[3]), tanh16(cn));
-        _mm512_mask_storeu_ps(c, n, cn);
-        _mm512_mask_storeu_ps(h, n, hn);
+        const float *pre = f->pre + (size_t)r * f->pre_ld;
+        __m512 total[4], hn;
+        for (g = 0; g < 4; g++)   /* as put16 would have stored it */
+            total[g] = f->add ? _mm512_add_ps(_mm512_maskz_loadu_ps(n, pre + (size_t)g * f->H),
+                                              acc[r][g])
+                              : acc[r][g];
+        hn = cell16(total, f->gx + (size_t)r * f->gx_ld, f->bias, f->c + (size_t)r * f->c_ld,
+                    f->h + (size_t)r * f->h_ld, f->H, n);
         if (f->y) _mm512_mask_storeu_ps(f->y[r], n, hn);
     }
 }

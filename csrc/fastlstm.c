@@ -303,8 +303,8 @@ static inline void group_rows(work_share w, int g, int active, int *r0, int *nb)
 
 /* One row: out (4H floats, gates H apart) for the units of blocks blk and blk + 1 = x . W^T,
  * W packed ([block][k][4][U], K inputs a block), by the pair kernel, or by the tile when blk
- * is the last block. Returns the end of the units done. */
-static int row_pair(const fl_simd_table *simd, const float *wp, int K, int H, int blk,
+ * is the last block. */
+static void row_pair(const fl_simd_table *simd, const float *wp, int K, int H, int blk,
                     const float *x, float *out)
 {
     const int U = simd->units, j0 = blk * U, j1 = j0 + U < H ? j0 + U : H;
@@ -313,10 +313,9 @@ static int row_pair(const fl_simd_table *simd, const float *wp, int K, int H, in
         const int j2 = j1 + U < H ? j1 + U : H;
         simd->pair(wp + blk * block_floats, wp + (blk + 1) * block_floats, K, x, out + j0,
                    out + j1, H, j1 - j0, j2 - j1);
-        return j2;
+        return;
     }
     simd->tile(4, wp + blk * block_floats, K, x, K, 1, out + j0, 4 * H, H, j1 - j0, 0);
-    return j1;
 }
 
 /* Inputs a tile call of block_tiles takes: two of the kernel's FL_K_CHUNK blocks (the sums
@@ -434,19 +433,22 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
     int i, g, r0, nb;
 
     if (active == 1) {
-        /* One row: pairs of blocks (see row_pair). Its inputs are projected here, pair by
-         * pair, from xc (step by step) or from x (a lone step); else gx holds them already. */
+        /* One row: pairs of blocks (see row_pair), then the cell update of all the share's
+         * units in one call, whose vectors then overlap (measured, sequence of one row,
+         * hidden 256: 2-4% faster than an update after each pair). Its inputs are projected
+         * here, pair by pair, from xc (step by step) or from x (a lone step); else gx holds
+         * them already. */
         ptrdiff_t gx_row;
         const float *xr = cx->by_step ? s->xc
                           : cx->single_row ? s->x + data_row(cx, 0, step, &gx_row) * s->x_ld : NULL;
+        const int j0 = 2 * w.q0 * U, j1 = 2 * w.q1 * U < H ? 2 * w.q1 * U : H;
         for (i = w.q0; i < w.q1; i++) {
             const int q = reverse ? w.q1 - 1 - (i - w.q0) : i, blk = 2 * q;
-            int j1;
             if (xr && !reverse) row_pair(cx->simd, p->w_ih_packed, p->input_size, H, blk, xr, s->gx);
-            j1 = row_pair(cx->simd, p->w_hh_packed, O, H, blk, h_prev, s->pre);
+            row_pair(cx->simd, p->w_hh_packed, O, H, blk, h_prev, s->pre);
             if (xr && reverse) row_pair(cx->simd, p->w_ih_packed, p->input_size, H, blk, xr, s->gx);
-            update_rows(cx, step, 0, 1, blk * U, j1, h_next);
         }
+        if (j0 < j1) update_rows(cx, step, 0, 1, j0, j1, h_next);
         return;
     }
     for (i = w.q0; i < w.q1; i++) {

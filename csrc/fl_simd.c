@@ -557,8 +557,19 @@ FL_AVX512 static FL_INLINE __m512 cell16_h(__m512 cn, __m512 o)
 FL_AVX512 static void standard_cell_avx512(const float *gx, const float *bias, const float *pre,
                                            float *c, float *h, int H, int j0, int j1)
 {
-    int j, g;
-    for (j = j0; j < j1; j += 16) {
+    int j, g, v;
+    /* four full vectors at a time, every first half before any second (see cell16_c) */
+    for (j = j0; j + 64 <= j1; j += 64) {
+        __m512 cn[4], o[4];
+        for (v = 0; v < 4; v++) {
+            __m512 total[4];
+            for (g = 0; g < 4; g++) total[g] = _mm512_loadu_ps(pre + (size_t)g * H + j + 16 * v);
+            cn[v] = cell16_c(total, gx + j + 16 * v, bias + j + 16 * v, c + j + 16 * v, H,
+                             0xFFFF, &o[v]);
+        }
+        for (v = 0; v < 4; v++) _mm512_storeu_ps(h + j + 16 * v, cell16_h(cn[v], o[v]));
+    }
+    for (; j < j1; j += 16) {   /* the rest, one vector at a time */
         const __mmask16 n = lanes(j1 - j);
         __m512 total[4], cn, o;
         for (g = 0; g < 4; g++) total[g] = load16(pre + (size_t)g * H + j, n);

@@ -12,6 +12,25 @@ from ._checks import (MAX_INDEX, check_bool, check_int, check_memory, check_shap
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
 
 
+class _StateList(list):
+    """Per-(layer, direction) state arrays that are the rows of one stacked array, kept so
+    that _pack can return it as it is rather than stack a copy."""
+    __slots__ = ("stacked", "rows")
+
+    def __init__(self, stacked):
+        rows = tuple(stacked)
+        super().__init__(rows)
+        self.stacked, self.rows = stacked, rows
+
+
+def _stacked(parts):
+    """np.stack(parts), without a copy when parts are still the rows of a _StateList."""
+    if (isinstance(parts, _StateList) and len(parts) == len(parts.rows)
+            and all(a is b for a, b in zip(parts, parts.rows))):
+        return parts.stacked
+    return np.stack(parts)
+
+
 def _kernel(layer, params):
     o = layer.options
     H = layer.hidden_size
@@ -69,6 +88,19 @@ class _Stack:
             if layer.input_size != want:
                 raise ValueError(f"layer input_size {layer.input_size} does not match the "
                                  f"previous layer's output {want}")
+        # sizes every call needs, worked out once (a call's own overhead is a few microseconds)
+        D = 2 if bidirectional else 1
+        self._entries = sum(len(l.directions) for l in layers)
+        self._uniform_state = all(l.hidden_size == layers[0].hidden_size
+                                  and l.output_size == layers[0].output_size for l in layers)
+        self._state_floats = sum(len(l.directions) * (l.output_size + l.hidden_size)
+                                 for l in layers)
+        widest = max(D * l.output_size for l in layers)
+        self._call_sizes = (
+            max(4 * l.hidden_size for l in layers),                       # gates
+            min(len(layers) - 1, 2) * widest,                             # between layers
+            max(4 * l.hidden_size for l in layers) + 3 * max(l.output_size for l in layers)
+            + 2 * max(l.hidden_size for l in layers))                     # pre, hs, hs2, cs, hfull
 
     # sizes -----------------------------------------------------------------------------
     @property
@@ -92,16 +124,20 @@ class _Stack:
         return 2 if self._bidirectional else 1
 
     def _uniform(self):
-        first = self._layers[0]
-        return all(l.hidden_size == first.hidden_size and l.output_size == first.output_size
-                   for l in self._layers)
+        return self._uniform_state
 
     # states -------------------------------------------------------------------------
     def _zero_lists(self, batch):
+        """Zero states, one (batch, width) array per (layer, direction); for a model whose
+        layers share sizes, views into one (layers*directions, batch, width) array each, which
+        _pack then returns without copying."""
         if batch > MAX_INDEX:
             raise ValueError(f"batch_size must be <= {MAX_INDEX} (2**31 - 1), got {batch}")
-        check_memory(4 * batch * sum(len(l.directions) * (l.output_size + l.hidden_size)
-                                     for l in self._layers), f"a state for batch {batch}")
+        check_memory(4 * batch * self._state_floats, f"a state for batch {batch}")
+        if self._uniform_state:
+            first = self._layers[0]
+            return (_StateList(np.zeros((self._entries, batch, first.output_size), np.float32)),
+                    _StateList(np.zeros((self._entries, batch, first.hidden_size), np.float32)))
         hs = [np.zeros((batch, l.output_size), np.float32)
               for l in self._layers for _ in l.directions]
         cs = [np.zeros((batch, l.hidden_size), np.float32)
@@ -109,8 +145,8 @@ class _Stack:
         return hs, cs
 
     def _pack(self, hs, cs):
-        if self._uniform():
-            return np.stack(hs), np.stack(cs)
+        if self._uniform_state:
+            return _stacked(hs), _stacked(cs)
         return tuple(hs), tuple(cs)
 
     def _state_lists(self, state, batch, name, against="x"):
@@ -176,7 +212,8 @@ class _Stack:
             hn, cn = self._zero_lists(B)
         if workspace is None:
             workspace = _core.Workspace(self._kernels, B * T, B, compact=gx_start is not None)
-        _core.run_stack(self._kernels, x, bf, h0, c0, hn, cn, lengths, order, y, workspace,
+        _core.run_stack(self._kernels, x, bf, list(h0), list(c0), list(hn), list(cn), lengths,
+                        order, y, workspace,
                         runtime.get_num_threads(), stepwise, gx_start)
         if not return_sequences:
             y = np.concatenate(hn[-D:], axis=1)
@@ -230,15 +267,10 @@ class _Stack:
             if n > MAX_INDEX:
                 raise ValueError(f"x has {label} size {n}; fastlstm supports at most "
                                  f"{MAX_INDEX} (2**31 - 1)")
-        D = self.num_directions
         rows = B * T
         projected = B if _core.projects_by_step(B) else rows   # rows of the input projection
-        gates = max(4 * l.hidden_size for l in self._layers)
-        widest = max(D * l.output_size for l in self._layers)
-        between = (min(len(self._layers) - 1, 2)) * widest
-        out = D * self.output_size if return_sequences else 0
-        per_sequence = gates + 3 * max(l.output_size for l in self._layers) + \
-            2 * max(l.hidden_size for l in self._layers)  # pre, hs, hs2, cs, hfull
+        gates, between, per_sequence = self._call_sizes
+        out = self.num_directions * self.output_size if return_sequences else 0
         check_memory(4 * (projected * gates + rows * (between + out) + B * per_sequence),
                      f"a call on x with batch {B} and time {T} (input projection "
                      f"{projected} x {gates} floats, outputs and layer buffers)")

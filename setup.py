@@ -12,6 +12,7 @@ import sysconfig
 import tempfile
 import warnings
 
+import numpy
 from setuptools import Extension, setup
 
 OPENMP_PROBE = r"""
@@ -70,7 +71,8 @@ def extensions():
     ext = Extension(
         "fastlstm._core",
         sources=["fastlstm/_core.pyx", "csrc/fastlstm.c", "csrc/fl_simd.c"],
-        include_dirs=["csrc"],
+        include_dirs=["csrc", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile,
         extra_link_args=extra_link,
     )

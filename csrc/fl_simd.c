@@ -55,9 +55,11 @@ static void tile_block_portable(int M, const float *wp, int K, const float *x, i
 }
 
 static void tile_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
-                          float *out, int out_ld, int m_stride, int width, int accumulate)
+                          float *out, int out_ld, int m_stride, int width, int accumulate,
+                          int far)
 {
     int k0, kc, add;
+    (void)far;
     FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
         tile_block_portable(M, wp + (size_t)k0 * M * FL_TILE_UNITS, kc, x + k0, x_ld, nb, out,
                             out_ld, m_stride, width, add);
@@ -66,8 +68,8 @@ static void tile_portable(int M, const float *wp, int K, const float *x, int x_l
 static void pair_portable(const float *wp0, const float *wp1, int K, const float *x,
                           float *out0, float *out1, int m_stride, int width0, int width1)
 {
-    tile_portable(4, wp0, K, x, 0, 1, out0, 0, m_stride, width0, 0);
-    tile_portable(4, wp1, K, x, 0, 1, out1, 0, m_stride, width1, 0);
+    tile_portable(4, wp0, K, x, 0, 1, out0, 0, m_stride, width0, 0, 0);
+    tile_portable(4, wp1, K, x, 0, 1, out1, 0, m_stride, width1, 0, 0);
 }
 
 static void sigmoid_portable(float *v, int n)
@@ -174,9 +176,11 @@ FL_AVX2 static void tile_block_avx2(int M, const float *wp, int K, const float *
 }
 
 FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int x_ld, int nb,
-                              float *out, int out_ld, int m_stride, int width, int accumulate)
+                              float *out, int out_ld, int m_stride, int width, int accumulate,
+                              int far)
 {
     int k0, kc, add;
+    (void)far;
     FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
         tile_block_avx2(M, wp + (size_t)k0 * M * FL_TILE_UNITS, kc, x + k0, x_ld, nb, out,
                         out_ld, m_stride, width, add);
@@ -354,13 +358,17 @@ FL_AVX512 static FL_INLINE void put16(float *dst, __m512 v, __mmask16 n, int add
  * multiplies: the packed weights of a step are one stream of several MiB from L3, which the
  * hardware prefetchers alone do not keep ahead of (measured, weights past L2: 5-12% faster on
  * the batch, large and deepbench workloads). Past the end of a block it asks for the next
- * block, the next in line. In the one-row pair kernel it made things slower. */
+ * block, the next in line. In the one-row pair kernel it made things slower. With `far`, it
+ * also asks for the weights `far` floats ahead into L2 (see FL_FAR_PREFETCH_BYTES in
+ * fastlstm.c): four more prefetches an input, which cost more than they save when the
+ * weights come from L3 anyway. */
 #define FL_PREFETCH_AHEAD 2048
 
 /* One K block of the four-gate tile for NB rows (a compile-time constant after inlining:
  * the accumulators live in registers). wp: [k][4 gates][16]. */
 FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp, int K,
-                                                  const float *x, int x_ld, __m512 acc[6][4])
+                                                  const float *x, int x_ld, int far,
+                                                  __m512 acc[6][4])
 {
     int k, r, m;
     for (r = 0; r < NB; r++)
@@ -373,6 +381,12 @@ FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp,
         _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 16), _MM_HINT_T0);
         _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 32), _MM_HINT_T0);
         _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 48), _MM_HINT_T0);
+        if (far) {
+            _mm_prefetch((const char *)(w + far), _MM_HINT_T1);
+            _mm_prefetch((const char *)(w + far + 16), _MM_HINT_T1);
+            _mm_prefetch((const char *)(w + far + 32), _MM_HINT_T1);
+            _mm_prefetch((const char *)(w + far + 48), _MM_HINT_T1);
+        }
         for (r = 0; r < NB; r++) {
             const __m512 h = _mm512_set1_ps(x[(size_t)r * x_ld + k]);
             acc[r][0] = _mm512_fmadd_ps(w0, h, acc[r][0]);
@@ -386,11 +400,11 @@ FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp,
 FL_AVX512 static FL_INLINE void gates_block_avx512(const int NB, const float *wp, int K,
                                                    const float *x, int x_ld, float *out,
                                                    int out_ld, int m_stride, __mmask16 n,
-                                                   int add)
+                                                   int add, int far)
 {
     __m512 acc[6][4];
     int r, m;
-    gates_sums_avx512(NB, wp, K, x, x_ld, acc);
+    gates_sums_avx512(NB, wp, K, x, x_ld, far, acc);
     for (r = 0; r < NB; r++)
         for (m = 0; m < 4; m++)
             put16(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[r][m], n, add);
@@ -426,7 +440,7 @@ FL_AVX512 static FL_INLINE void single_block_avx512(const int NB, const float *w
 
 FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,
                                   int nb, float *out, int out_ld, int m_stride, int width,
-                                  int accumulate)
+                                  int accumulate, int far)
 {
     const __mmask16 n = lanes(width);
     int k0, kc, add;
@@ -434,7 +448,7 @@ FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x,
         const float *xk = x + k0;
         if (M == 4) {
             const float *wk = wp + (size_t)k0 * 64;
-#define FL_GATES(NB) gates_block_avx512(NB, wk, kc, xk, x_ld, out, out_ld, m_stride, n, add)
+#define FL_GATES(NB) gates_block_avx512(NB, wk, kc, xk, x_ld, out, out_ld, m_stride, n, add, far)
             FL_ROWS_CASES(FL_GATES)
 #undef FL_GATES
         } else {
@@ -586,7 +600,7 @@ FL_AVX512 static FL_INLINE void gates_cell_rows(const int NB, const fl_fused *f,
 {
     __m512 acc[6][4], cn[6], o[6];
     int r, g;
-    gates_sums_avx512(NB, f->wp, f->K, f->x, f->x_ld, acc);
+    gates_sums_avx512(NB, f->wp, f->K, f->x, f->x_ld, 0, acc);
     for (r = 0; r < NB; r++) {
         const float *pre = f->pre + (size_t)r * f->pre_ld;
         __m512 total[4];

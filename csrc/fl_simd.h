@@ -17,9 +17,11 @@
 
 /* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*units + u] * x[r*x_ld + k]
  * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= units); with `accumulate`
- * the sum is added to out's values. */
+ * the sum is added to out's values. `far` > 0 also asks for the weights that many floats
+ * ahead, into L2 (a hint the AVX-512 four-gate tile takes; see block_tiles). */
 typedef void (*fl_tile_fn)(int M, const float *wp, int K, const float *x, int x_ld, int nb,
-                           float *out, int out_ld, int m_stride, int width, int accumulate);
+                           float *out, int out_ld, int m_stride, int width, int accumulate,
+                           int far);
 
 /* The 4-gate tile for one row and two blocks of units (wp0, wp1), same results as two
  * tile calls with M = 4 and nb = 1. */

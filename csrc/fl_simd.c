@@ -325,7 +325,6 @@ FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const
  * 4*nb accumulators (24 for six rows) and per input k loads 4 weight vectors and nb
  * broadcasts for 4*nb FMAs. The K blocks, the FMA chains and the activation polynomials are
  * those of the AVX2 code lane for lane, so both give identical bits. Only AVX-512F is used. */
-int fl_ab = 0;
 #define FL_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define FL_INLINE inline __attribute__((always_inline))
 

@@ -472,13 +472,3 @@ def runtime_facts():
         "kernels": fl_simd_name().decode(),
         "blas_used": bool(fl_blas_used()),
     }
-
-
-cdef extern from *:
-    """
-    extern int fl_ab;
-    """
-    int fl_ab
-def set_ab(int v):
-    global fl_ab
-    fl_ab = v

@@ -105,3 +105,20 @@ def test_wrong_batch_size_names_both_and_the_way_out():
 def test_bidirectional_models_cannot_stream():
     with pytest.raises(ValueError, match="unidirectional"):
         fastlstm.LSTM(3, 4, bidirectional=True).stream()
+
+
+@pytest.mark.parametrize("batch", [1, 13])
+def test_results_do_not_depend_on_the_block_order_of_a_call(batch):
+    """Every other step, and every other call, takes the hidden blocks in reverse order (to
+    reuse the weights left in cache): no result may change with it. Two streams stepped in
+    turn meet the same inputs at opposite parities, as do two calls one after the other."""
+    model = fastlstm.LSTM(20, 100, seed=3)     # 7 blocks of 16 units: a lone last block
+    x = random_input(model, batch, 5)
+    for threads in (1, 2):
+        fastlstm.set_num_threads(threads)
+        first, second = model(x), model(x)
+        np.testing.assert_array_equal(first[0], second[0])
+        np.testing.assert_array_equal(first[1][1], second[1][1])
+        a, b = model.stream(batch_size=batch), model.stream(batch_size=batch)
+        for t in range(5):
+            np.testing.assert_array_equal(a.step(x[:, t]), b.step(x[:, t]))

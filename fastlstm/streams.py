@@ -9,8 +9,9 @@ import threading
 
 import numpy as np
 
-from . import _core, runtime
+from . import _core
 from ._checks import check_int, check_shape, float_array, lengths_array
+from .runtime import get_num_threads as _num_threads
 
 
 class Stream:
@@ -20,6 +21,7 @@ class Stream:
                              "reads the future, so it cannot run step by step")
         self._model = model
         self._lock = threading.Lock()
+        self._acquire, self._release = self._lock.acquire, self._lock.release
         self._batch = check_int(batch_size, "batch_size", minimum=0)
         self.reset(state=state, batch_size=batch_size)
 
@@ -65,6 +67,7 @@ class Stream:
             self._batch = batch
             self._h, self._c = h, c
             self._step_plan = plan
+            self._plan_step = plan.step
 
     def _wrong_batch(self, got, name):
         return ValueError(
@@ -74,8 +77,13 @@ class Stream:
 
     def step(self, x_t):
         """One time step: x_t (batch, input_size) -> y_t (batch, output_size)."""
-        with self._lock:
-            y = self._step_plan.step(x_t, runtime.get_num_threads())
+        # the lock's methods and the plan's step are looked up once (at reset): with the
+        # weights streaming past every step, each lookup here is a cache miss or two
+        self._acquire()
+        try:
+            y = self._plan_step(x_t, _num_threads())
+        finally:
+            self._release()
         if y is not None:
             return y
         # anything but a C-contiguous float32 array of the right shape: convert or refuse
@@ -85,7 +93,7 @@ class Stream:
         if x_t.shape[0] != self._batch:
             raise self._wrong_batch(x_t.shape[0], "x_t")
         with self._lock:
-            return self._step_plan.step(x_t, runtime.get_num_threads())
+            return self._step_plan.step(x_t, _num_threads())
 
     def feed(self, x_chunk, lengths=None):
         """A chunk of steps, laid out like the model's input ((batch, time, input) by default).

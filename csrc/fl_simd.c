@@ -99,6 +99,17 @@ static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmo
 #include <immintrin.h>
 #define FL_AVX2 __attribute__((target("avx2,fma")))
 
+/* The four-gate tiles ask for the weights this many floats (8 KiB) ahead of those they
+ * multiply: the packed weights of a step are one stream of several MiB from L3, which the
+ * hardware prefetchers alone do not keep ahead of (measured, weights past L2: AVX-512 5-12%
+ * faster on the batch, large and deepbench workloads; AVX2 on the same machine: deepbench
+ * 24%, batch 16 with hidden 1024 17%, large 5%, batch 2%). Past the end of a block they ask
+ * for the next block, the next in line. In the one-row pair kernels it made things slower.
+ * With `far`, the AVX-512 tile also asks for the weights `far` floats ahead into L2 (see
+ * FL_FAR_PREFETCH_BYTES in fastlstm.c): four more prefetches an input, which cost more than
+ * they save when the weights come from L3 anyway. */
+#define FL_PREFETCH_AHEAD 2048
+
 /* width (<= 8) floats in and out of a register; the tail of a hidden size not divisible by 8 */
 FL_AVX2 static inline __m256 load_n(const float *src, int n)
 {
@@ -144,6 +155,8 @@ FL_AVX2 static void tile_block_avx2(int M, const float *wp, int K, const float *
                          w2 = _mm256_loadu_ps(w + 16), w3 = _mm256_loadu_ps(w + 24);
             const __m256 h0 = _mm256_broadcast_ss(x0 + k), h1 = _mm256_broadcast_ss(x1 + k),
                          h2 = _mm256_broadcast_ss(x2 + k);
+            _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 16), _MM_HINT_T0);
             a00 = _mm256_fmadd_ps(w0, h0, a00);
             a10 = _mm256_fmadd_ps(w1, h0, a10);
             a20 = _mm256_fmadd_ps(w2, h0, a20);
@@ -180,7 +193,7 @@ FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int
                               int far)
 {
     int k0, kc, add;
-    (void)far;
+    (void)far;   /* (the AVX2 tile has no far prefetch) */
     FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
         tile_block_avx2(M, wp + (size_t)k0 * M * FL_TILE_UNITS, kc, x + k0, x_ld, nb, out,
                         out_ld, m_stride, width, add);
@@ -352,16 +365,6 @@ FL_AVX512 static FL_INLINE void put16(float *dst, __m512 v, __mmask16 n, int add
     if (add) v = _mm512_add_ps(load16(dst, n), v);
     store16(dst, v, n);
 }
-
-/* The four-gate tile asks for the weights this many floats (8 KiB, 32 inputs) ahead of those it
- * multiplies: the packed weights of a step are one stream of several MiB from L3, which the
- * hardware prefetchers alone do not keep ahead of (measured, weights past L2: 5-12% faster on
- * the batch, large and deepbench workloads). Past the end of a block it asks for the next
- * block, the next in line. In the one-row pair kernel it made things slower. With `far`, it
- * also asks for the weights `far` floats ahead into L2 (see FL_FAR_PREFETCH_BYTES in
- * fastlstm.c): four more prefetches an input, which cost more than they save when the
- * weights come from L3 anyway. */
-#define FL_PREFETCH_AHEAD 2048
 
 /* One K block of the four-gate tile for NB rows (a compile-time constant after inlining:
  * the accumulators live in registers). wp: [k][4 gates][16]. */

@@ -472,3 +472,4 @@ def runtime_facts():
         "kernels": fl_simd_name().decode(),
         "blas_used": bool(fl_blas_used()),
     }
+

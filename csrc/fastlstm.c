@@ -3,6 +3,7 @@
 #include "fl_omp.h"
 #include "fl_simd.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -199,6 +200,7 @@ typedef struct {
     int flip;       /* parity of this call: hidden blocks go in reverse order on the steps
                        where (step + flip) is odd (see gate_work) */
     int far;        /* the tiles of block_tiles also ask for the next slice (FL_FAR_PREFETCH_BYTES) */
+    int slice;      /* inputs a tile call of block_tiles takes (FL_K_SLICE, or all of them) */
 } step_ctx;
 
 static inline int row_length(const fl_seq *s, int b)
@@ -319,28 +321,31 @@ static void row_pair(const fl_simd_table *simd, const float *wp, int K, int H, i
     simd->tile(4, wp + blk * block_floats, K, x, K, 1, out + j0, 4 * H, H, j1 - j0, 0, 0);
 }
 
-/* A batch projected step by step whose weights per step reach this size also has each tile
- * of block_tiles ask for the next slice of weights (one slice, 32 KiB, ahead), into L2: half
- * of the 32 MiB L3 of the machine measured, past which the weights of a step come partly from
- * memory and the first row group of each slice waits on them (measured, 1 and 2 threads:
- * 24 MiB a step 2-8% faster, 32 MiB 9-10%; with 6 MiB a step, which L3 holds, 4% slower). */
+/* Weights a step reads from this size on (half of the 32 MiB L3 of the machine measured)
+ * come partly from memory. Then block_tiles takes FL_K_SLICE inputs at a time, so that each
+ * slice comes from memory once a step and stays in L1 for all row groups, and with inputs
+ * projected step by step each tile also asks for the next slice, into L2 (measured, 1 and 2
+ * threads: 24 MiB a step 2-8% faster, 32 MiB 9-10%; with 6 MiB a step, 4% slower). Below it,
+ * a tile call takes all of a block's inputs, straight from L2: fewer calls and partial-sum
+ * round trips (measured, six shapes from 1.5 to 15 MiB a step, 1 and 2 threads: 0.5-1.6%
+ * faster each; on the large workload, 24 MiB, slices were 3-6% faster). */
 #define FL_FAR_PREFETCH_BYTES (16u << 20)
 
-/* Inputs a tile call of block_tiles takes: two of the kernel's FL_K_CHUNK blocks (the sums
- * are the same whatever the slice), so the cost of a call is paid half as often. */
+/* Inputs a tile call of block_tiles takes when it slices: two of the kernel's FL_K_CHUNK
+ * blocks (the sums are the same whatever the slice). */
 #define FL_K_SLICE (2 * FL_K_CHUNK)
 
 /* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
- * ([k][4][U], K inputs), FL_K_SLICE inputs at a time over all groups, so that each slice of
- * weights (FL_K_SLICE x 4 gates x U floats: 32 KiB for U = 16) comes from L3 once a step and
- * stays in L1 for the other groups. */
+ * ([k][4][U], K inputs), cx->slice inputs at a time over all groups: with FL_K_SLICE, each
+ * slice of weights (FL_K_SLICE x 4 gates x U floats: 32 KiB for U = 16) comes from memory
+ * once a step and stays in L1 for the other groups (see FL_FAR_PREFETCH_BYTES). */
 static void block_tiles(const step_ctx *cx, work_share w, int active, const float *wq, int K,
                         const float *x, int x_ld, float *out, int out_ld, int width)
 {
     const int H = cx->p->hidden_size, U = cx->simd->units;
     int g, k0, r0, nb;
-    for (k0 = 0; k0 < K; k0 += FL_K_SLICE) {
-        const int kc = K - k0 < FL_K_SLICE ? K - k0 : FL_K_SLICE;
+    for (k0 = 0; k0 < K; k0 += cx->slice) {
+        const int kc = K - k0 < cx->slice ? K - k0 : cx->slice;
         const float *wk = wq + (size_t)k0 * 4 * U;
         for (g = 0; g < w.groups; g++) {
             if (!owns_group(w, g)) continue;
@@ -756,8 +761,12 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.single_row = (long)B * T == 1 && !s->gx_start
                     && (s->input_by_tiles || cx.simd->project_by_tiles);
     cx.flip = (int)(__atomic_fetch_add(&fl_calls, 1u, __ATOMIC_RELAXED) & 1u);
-    cx.far = cx.by_step && ((size_t)O + p->input_size) * 4 * (size_t)H * sizeof(float)
-                           >= FL_FAR_PREFETCH_BYTES;
+    {
+        const size_t step_bytes = ((size_t)O + (cx.by_step ? p->input_size : 0)) * 4
+                                  * (size_t)H * sizeof(float);
+        cx.far = cx.by_step && step_bytes >= FL_FAR_PREFETCH_BYTES;
+        cx.slice = step_bytes >= FL_FAR_PREFETCH_BYTES ? FL_K_SLICE : INT_MAX;
+    }
     cx.ld_pre = (int)G + FL_ROW_PAD;
     cx.ld_gx = cx.by_step ? (int)G + FL_ROW_PAD : (int)G;
     if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;

@@ -12,25 +12,6 @@ from ._checks import (MAX_INDEX, check_bool, check_int, check_memory, check_shap
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
 
 
-class _StateList(list):
-    """Per-(layer, direction) state arrays that are the rows of one stacked array, kept so
-    that _pack can return it as it is rather than stack a copy."""
-    __slots__ = ("stacked", "rows")
-
-    def __init__(self, stacked):
-        rows = tuple(stacked)
-        super().__init__(rows)
-        self.stacked, self.rows = stacked, rows
-
-
-def _stacked(parts):
-    """np.stack(parts), without a copy when parts are still the rows of a _StateList."""
-    if (isinstance(parts, _StateList) and len(parts) == len(parts.rows)
-            and all(a is b for a, b in zip(parts, parts.rows))):
-        return parts.stacked
-    return np.stack(parts)
-
-
 def _kernel(layer, params):
     o = layer.options
     H = layer.hidden_size
@@ -123,30 +104,31 @@ class _Stack:
     def num_directions(self):
         return 2 if self._bidirectional else 1
 
-    def _uniform(self):
-        return self._uniform_state
-
     # states -------------------------------------------------------------------------
-    def _zero_lists(self, batch):
-        """Zero states, one (batch, width) array per (layer, direction); for a model whose
-        layers share sizes, views into one (layers*directions, batch, width) array each, which
-        _pack then returns without copying."""
+    def _zero_state(self, batch):
+        """Zero (h, c) laid out as a call returns them: one (layers*directions, batch, width)
+        array each when the layers share sizes, else tuples of (batch, width) arrays. Either
+        iterates as the per-(layer, direction) arrays the kernel writes in place, so a call
+        returns what it wrote without stacking a copy."""
         if batch > MAX_INDEX:
             raise ValueError(f"batch_size must be <= {MAX_INDEX} (2**31 - 1), got {batch}")
         check_memory(4 * batch * self._state_floats, f"a state for batch {batch}")
         if self._uniform_state:
             first = self._layers[0]
-            return (_StateList(np.zeros((self._entries, batch, first.output_size), np.float32)),
-                    _StateList(np.zeros((self._entries, batch, first.hidden_size), np.float32)))
-        hs = [np.zeros((batch, l.output_size), np.float32)
-              for l in self._layers for _ in l.directions]
-        cs = [np.zeros((batch, l.hidden_size), np.float32)
-              for l in self._layers for _ in l.directions]
-        return hs, cs
+            return (np.zeros((self._entries, batch, first.output_size), np.float32),
+                    np.zeros((self._entries, batch, first.hidden_size), np.float32))
+        return (tuple(np.zeros((batch, l.output_size), np.float32)
+                      for l in self._layers for _ in l.directions),
+                tuple(np.zeros((batch, l.hidden_size), np.float32)
+                      for l in self._layers for _ in l.directions))
+
+    def _zero_lists(self, batch):
+        hs, cs = self._zero_state(batch)
+        return list(hs), list(cs)
 
     def _pack(self, hs, cs):
         if self._uniform_state:
-            return _stacked(hs), _stacked(cs)
+            return np.stack(hs), np.stack(cs)
         return tuple(hs), tuple(cs)
 
     def _state_lists(self, state, batch, name, against="x"):
@@ -161,7 +143,7 @@ class _Stack:
         out = ([], [])
         for which, (label, value) in enumerate(zip(("h0", "c0"), state)):
             width_of = lambda k: entries[k][which]
-            if isinstance(value, (tuple, list)) and len(value) == n and not self._uniform():
+            if isinstance(value, (tuple, list)) and len(value) == n and not self._uniform_state:
                 parts = [float_array(v, f"{name} {label}[{k}]") for k, v in enumerate(value)]
             else:
                 arr = float_array(value, f"{name} {label}")
@@ -173,7 +155,7 @@ class _Stack:
                                      f"the model has {n}")
                 parts = list(arr)
             for k, part in enumerate(parts):
-                where = f"{name} {label}" if len(parts) == 1 or self._uniform() else \
+                where = f"{name} {label}" if len(parts) == 1 or self._uniform_state else \
                     f"{name} {label}[{k}]"
                 if part.ndim != 2:
                     raise ValueError(f"{where} must be (batch, features), got shape {part.shape}")
@@ -209,12 +191,11 @@ class _Stack:
         else:
             y = None
         if hn is None:
-            hn, cn = self._zero_lists(B)
+            hn, cn = self._zero_state(B)
         if workspace is None:
             workspace = _core.Workspace(self._kernels, B * T, B, compact=gx_start is not None)
-        _core.run_stack(self._kernels, x, bf, list(h0), list(c0), list(hn), list(cn), lengths,
-                        order, y, workspace,
-                        runtime.get_num_threads(), stepwise, gx_start)
+        _core.run_stack(self._kernels, x, bf, h0, c0, list(hn), list(cn), lengths, order, y,
+                        workspace, runtime.get_num_threads(), stepwise, gx_start)
         if not return_sequences:
             y = np.concatenate(hn[-D:], axis=1)
             if T == 0:
@@ -513,7 +494,7 @@ class LSTM(_Stack):
 
     def zero_state(self, batch_size):
         batch_size = check_int(batch_size, "batch_size", minimum=0)
-        return self._pack(*self._zero_lists(batch_size))
+        return self._zero_state(batch_size)
 
     def _check_x(self, x, name="x"):
         x = float_array(x, name)
@@ -532,7 +513,7 @@ class LSTM(_Stack):
         if lengths is not None:
             lengths = lengths_array(lengths, B, T)
         y, hn, cn = self._run(x, h0, c0, lengths, return_sequences)
-        return y, self._pack(hn, cn)
+        return y, (hn, cn)
 
     def stream(self, batch_size=1, state=None):
         """A stateful stream over this model (unidirectional only); see fastlstm.Stream."""

@@ -60,7 +60,6 @@ class Stream:
         model._check_call_size(batch, 1, True)
         ws = _core.Workspace(model._kernels, batch, batch)
         # The step plan reads and writes the state arrays in place.
-        h, c = list(h), list(c)   # (plain lists, as the plan's arguments are typed)
         plan = _core.Plan(model._kernels, batch, 1, model.batch_first, h, c, h, c, None, None,
                           ws, True)
         with self._lock:

@@ -199,6 +199,7 @@ typedef struct {
                        pair inside the step (gate_work), not before it */
     int flip;       /* parity of this call: hidden blocks go in reverse order on the steps
                        where (step + flip) is odd (see gate_work) */
+    size_t step_bytes; /* weights read every step: W_hh, and W_ih when projected by step */
     int far;        /* the tiles of block_tiles also ask for the next slice (FL_FAR_PREFETCH_BYTES) */
     int slice;      /* inputs a tile call of block_tiles takes (FL_K_SLICE, or all of them) */
 } step_ctx;
@@ -552,9 +553,8 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
     const int R = cx->simd->rows;
     const int blocks = (H + U - 1) / U;
     const int out_blocks = (O + U - 1) / U;
-    const size_t step_weights = ((size_t)O + (cx->by_step ? p->input_size : 0)) * 4 * H * sizeof(float);
     const int by_rows = nth > 1 && s->batch >= FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * nth
-                        && step_weights < FL_ROW_SPLIT_MAX_WEIGHT_BYTES;
+                        && cx->step_bytes < FL_ROW_SPLIT_MAX_WEIGHT_BYTES;
     float *h_prev = s->hs, *h_next = s->hs2;
     int active = s->batch, step;
     work_share cut;
@@ -761,12 +761,10 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.single_row = (long)B * T == 1 && !s->gx_start
                     && (s->input_by_tiles || cx.simd->project_by_tiles);
     cx.flip = (int)(__atomic_fetch_add(&fl_calls, 1u, __ATOMIC_RELAXED) & 1u);
-    {
-        const size_t step_bytes = ((size_t)O + (cx.by_step ? p->input_size : 0)) * 4
-                                  * (size_t)H * sizeof(float);
-        cx.far = cx.by_step && step_bytes >= FL_FAR_PREFETCH_BYTES;
-        cx.slice = step_bytes >= FL_FAR_PREFETCH_BYTES ? FL_K_SLICE : INT_MAX;
-    }
+    cx.step_bytes = ((size_t)O + (cx.by_step ? p->input_size : 0)) * 4 * (size_t)H
+                    * sizeof(float);
+    cx.far = cx.by_step && cx.step_bytes >= FL_FAR_PREFETCH_BYTES;
+    cx.slice = cx.step_bytes >= FL_FAR_PREFETCH_BYTES ? FL_K_SLICE : INT_MAX;
     cx.ld_pre = (int)G + FL_ROW_PAD;
     cx.ld_gx = cx.by_step ? (int)G + FL_ROW_PAD : (int)G;
     if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;

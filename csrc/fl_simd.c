@@ -110,6 +110,18 @@ static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmo
  * they save when the weights come from L3 anyway. */
 #define FL_PREFETCH_AHEAD 2048
 
+/* The activation polynomials, one table for the 256- and the 512-bit versions, which must give
+ * identical bits; both evaluate them by Horner, highest power first. exp: the Taylor
+ * coefficients 1/k!, k = 7..0, on [-ln2/2, ln2/2]; tanh, small |x|: x - x^3 P(x^2), P the odd
+ * Taylor series of tanh to x^17. */
+#define FL_POLY_TERMS 8
+static const float fl_exp_poly[FL_POLY_TERMS] = {
+    1.98412698e-4f, 1.38888889e-3f, 8.33333333e-3f, 4.16666667e-2f, 1.66666667e-1f, 0.5f, 1.0f,
+    1.0f};
+static const float fl_tanh_poly[FL_POLY_TERMS] = {
+    -5.90027440945585e-4f, 1.45583438705132e-3f, -3.59212803657248e-3f, 8.86323552990220e-3f,
+    -2.18694885361552e-2f, 5.39682539682540e-2f, -1.33333333333333e-1f, 3.33333333333333e-1f};
+
 /* width (<= 8) floats in and out of a register; the tail of a hidden size not divisible by 8 */
 FL_AVX2 static inline __m256 load_n(const float *src, int n)
 {
@@ -237,15 +249,9 @@ FL_AVX2 static inline __m256 exp_avx2(__m256 x)
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, ln2_hi, x);
     r = _mm256_fnmadd_ps(n, ln2_lo, r);
-    /* Taylor coefficients 1/k!, k = 7..0, Horner */
-    __m256 p = _mm256_set1_ps(1.98412698e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.38888889e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.33333333e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.16666667e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66666667e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256 p = _mm256_set1_ps(fl_exp_poly[0]);
+    int i;
+    for (i = 1; i < FL_POLY_TERMS; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(fl_exp_poly[i]));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
@@ -270,14 +276,9 @@ FL_AVX2 static inline __m256 tanh8(__m256 x)
     big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
     /* small |x|: x * P(x^2), the Taylor series of tanh to x^17 */
     __m256 x2 = _mm256_mul_ps(x, x);
-    __m256 p = _mm256_set1_ps(-5.90027440945585e-4f);
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.45583438705132e-3f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-3.59212803657248e-3f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(8.86323552990220e-3f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-2.18694885361552e-2f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.39682539682540e-2f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.33333333333333e-1f));
-    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(3.33333333333333e-1f));
+    __m256 p = _mm256_set1_ps(fl_tanh_poly[0]);
+    int i;
+    for (i = 1; i < FL_POLY_TERMS; i++) p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(fl_tanh_poly[i]));
     __m256 small = _mm256_fnmadd_ps(_mm256_mul_ps(p, x2), x, x);
     __m256 use_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.55f), _CMP_LT_OQ);
     __m256 y = _mm256_blendv_ps(big, small, use_small);
@@ -499,14 +500,9 @@ FL_AVX512 static FL_INLINE __m512 exp16(__m512 x)
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
     r = _mm512_fnmadd_ps(n, ln2_lo, r);
-    __m512 p = _mm512_set1_ps(1.98412698e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.38888889e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.33333333e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.16666667e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66666667e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(fl_exp_poly[0]);
+    int i;
+    for (i = 1; i < FL_POLY_TERMS; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(fl_exp_poly[i]));
     __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
@@ -529,14 +525,9 @@ FL_AVX512 static FL_INLINE __m512 tanh16(__m512 x)
                                _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
     big = _mm512_castsi512_ps(_mm512_or_epi32(_mm512_castps_si512(big), _mm512_and_epi32(sign, xi)));
     __m512 x2 = _mm512_mul_ps(x, x);
-    __m512 p = _mm512_set1_ps(-5.90027440945585e-4f);
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(1.45583438705132e-3f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-3.59212803657248e-3f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(8.86323552990220e-3f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-2.18694885361552e-2f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(5.39682539682540e-2f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-1.33333333333333e-1f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(3.33333333333333e-1f));
+    __m512 p = _mm512_set1_ps(fl_tanh_poly[0]);
+    int i;
+    for (i = 1; i < FL_POLY_TERMS; i++) p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(fl_tanh_poly[i]));
     __m512 small = _mm512_fnmadd_ps(_mm512_mul_ps(p, x2), x, x);
     __m512 y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.55f), _CMP_LT_OQ), big, small);
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);

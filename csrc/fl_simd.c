@@ -400,17 +400,44 @@ FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp,
     }
 }
 
-FL_AVX512 static FL_INLINE void gates_block_avx512(const int NB, const float *wp, int K,
-                                                   const float *x, int x_ld, float *out,
-                                                   int out_ld, int m_stride, __mmask16 n,
-                                                   int add, int far)
+/* Sums of one K block, stored into out or added to it: full vectors by plain loads and
+ * stores, fully unrolled, so the accumulators go straight from registers to out (as a loop
+ * of put16 calls, gcc spilled all 24 of the six-row tile to the stack and read them back:
+ * measured, 5-row tile in L1 223 -> 241 GFLOP/s, batch workload 1.5% faster). */
+FL_AVX512 static FL_INLINE void gates_put_avx512(const int NB, __m512 acc[6][4], float *out,
+                                                 int out_ld, int m_stride, __mmask16 n, int add)
+{
+    int r, m;
+    if (n != 0xFFFF) {
+        for (r = 0; r < NB; r++)
+            for (m = 0; m < 4; m++)
+                put16(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[r][m], n, add);
+        return;
+    }
+#pragma GCC unroll 6
+    for (r = 0; r < NB; r++) {
+        float *o = out + (size_t)r * out_ld;
+#pragma GCC unroll 4
+        for (m = 0; m < 4; m++, o += m_stride) {
+            __m512 v = acc[r][m];
+            if (add) v = _mm512_add_ps(_mm512_loadu_ps(o), v);
+            _mm512_storeu_ps(o, v);
+        }
+    }
+}
+
+/* The four-gate tile for NB rows, all K blocks. */
+FL_AVX512 static FL_INLINE void gates_tile_avx512(const int NB, const float *wp, int K,
+                                                  const float *x, int x_ld, float *out,
+                                                  int out_ld, int m_stride, __mmask16 n,
+                                                  int accumulate, int far)
 {
     __m512 acc[6][4];
-    int r, m;
-    gates_sums_avx512(NB, wp, K, x, x_ld, far, acc);
-    for (r = 0; r < NB; r++)
-        for (m = 0; m < 4; m++)
-            put16(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[r][m], n, add);
+    int k0, kc, add;
+    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add) {
+        gates_sums_avx512(NB, wp + (size_t)k0 * 64, kc, x + k0, x_ld, far, acc);
+        gates_put_avx512(NB, acc, out, out_ld, m_stride, n, add);
+    }
 }
 
 /* One K block of a one-group tile (the projection W_hr) for NB rows. wp: [k][16]. */
@@ -447,19 +474,17 @@ FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x,
 {
     const __mmask16 n = lanes(width);
     int k0, kc, add;
-    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add) {
-        const float *xk = x + k0;
-        if (M == 4) {
-            const float *wk = wp + (size_t)k0 * 64;
-#define FL_GATES(NB) gates_block_avx512(NB, wk, kc, xk, x_ld, out, out_ld, m_stride, n, add, far)
-            FL_ROWS_CASES(FL_GATES)
+    if (M == 4) {
+#define FL_GATES(NB) gates_tile_avx512(NB, wp, K, x, x_ld, out, out_ld, m_stride, n, accumulate, far)
+        FL_ROWS_CASES(FL_GATES)
 #undef FL_GATES
-        } else {
-            const float *wk = wp + (size_t)k0 * 16;
+        return;
+    }
+    FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add) {
+        const float *xk = x + k0, *wk = wp + (size_t)k0 * 16;
 #define FL_SINGLE(NB) single_block_avx512(NB, wk, kc, xk, x_ld, out, out_ld, n, add)
-            FL_ROWS_CASES(FL_SINGLE)
+        FL_ROWS_CASES(FL_SINGLE)
 #undef FL_SINGLE
-        }
     }
 }
 

@@ -305,6 +305,18 @@ static inline void group_rows(work_share w, int g, int active, int *r0, int *nb)
     *nb = (b < active ? b : active) - a;
 }
 
+/* Moves *g on to the share's next group with rows below `active` and gives its rows; 0 when
+ * none is left. Loop: for (g = -1; next_group(w, active, &g, &r0, &nb);) ... */
+static inline int next_group(work_share w, int active, int *g, int *r0, int *nb)
+{
+    while (++*g < w.groups) {
+        if (!owns_group(w, *g)) continue;
+        group_rows(w, *g, active, r0, nb);
+        if (*nb > 0) return 1;
+    }
+    return 0;
+}
+
 /* One row: out (4H floats, gates H apart) for the units of blocks blk and blk + 1 = x . W^T,
  * W packed ([block][k][4][U], K inputs a block), by the pair kernel, or by the tile when blk
  * is the last block. */
@@ -348,10 +360,7 @@ static void block_tiles(const step_ctx *cx, work_share w, int active, const floa
     for (k0 = 0; k0 < K; k0 += cx->slice) {
         const int kc = K - k0 < cx->slice ? K - k0 : cx->slice;
         const float *wk = wq + (size_t)k0 * 4 * U;
-        for (g = 0; g < w.groups; g++) {
-            if (!owns_group(w, g)) continue;
-            group_rows(w, g, active, &r0, &nb);
-            if (nb <= 0) continue;
+        for (g = -1; next_group(w, active, &g, &r0, &nb);) {
             cx->simd->tile(4, wk, kc, x + (size_t)r0 * x_ld + k0, x_ld, nb,
                            out + (size_t)r0 * out_ld, out_ld, H, width, k0 > 0,
                            cx->far ? FL_K_SLICE * 4 * U : 0);
@@ -406,10 +415,7 @@ static void recurrent_fused(const step_ctx *cx, int step, int active, work_share
     f.wp = wq + (size_t)klast * 4 * U, f.K = O - klast, f.x_ld = O;
     f.pre_ld = cx->ld_pre, f.add = klast > 0, f.gx_ld = cx->ld_gx, f.bias = p->bias + j0;
     f.c_ld = H, f.h_ld = p->w_hr ? H : O, f.H = H, f.width = j1 - j0;
-    for (g = 0; g < w.groups; g++) {
-        if (!owns_group(w, g)) continue;
-        group_rows(w, g, active, &r0, &nb);
-        if (nb <= 0) continue;
+    for (g = -1; next_group(w, active, &g, &r0, &nb);) {
         f.x = h_prev + (size_t)r0 * O + klast;
         f.pre = s->pre + (size_t)r0 * cx->ld_pre + j0;
         f.gx = s->gx + (size_t)r0 * cx->ld_gx + j0;
@@ -471,22 +477,15 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
         const int j0 = q * U;
         const int j1 = j0 + U < H ? j0 + U : H;
         const float *wq = p->w_hh_packed + q * block_floats;
-        for (g = 0; g < w.groups; g++) {
-            if (!owns_group(w, g)) continue;
-            group_rows(w, g, active, &r0, &nb);
-            prefetch_rows(cx, step, r0, nb, j0);
-        }
+        for (g = -1; next_group(w, active, &g, &r0, &nb);) prefetch_rows(cx, step, r0, nb, j0);
         if (cx->by_step) input_step(cx, q, active, w);
         if (cx->fused) {
             recurrent_fused(cx, step, active, w, wq, h_prev, h_next, j0, j1);
             continue;
         }
         block_tiles(cx, w, active, wq, O, h_prev, O, s->pre + j0, cx->ld_pre, j1 - j0);
-        for (g = 0; g < w.groups; g++) {
-            if (!owns_group(w, g)) continue;
-            group_rows(w, g, active, &r0, &nb);
-            if (nb > 0) update_rows(cx, step, r0, nb, j0, j1, h_next);
-        }
+        for (g = -1; next_group(w, active, &g, &r0, &nb);)
+            update_rows(cx, step, r0, nb, j0, j1, h_next);
     }
 }
 
@@ -502,10 +501,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
     for (q = w.q0; q < w.q1; q++) {
         const int j0 = q * U;
         const int j1 = j0 + U < O ? j0 + U : O;
-        for (g = 0; g < w.groups; g++) {
-            if (!owns_group(w, g)) continue;
-            group_rows(w, g, active, &r0, &nb);
-            if (nb <= 0) continue;
+        for (g = -1; next_group(w, active, &g, &r0, &nb);) {
             cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * U, H,
                            s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
                            j1 - j0, 0, 0);
@@ -573,11 +569,8 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
             int g, r0, nb;
             if (by_rows) {
                 w.owner = tid, w.owner_nth = nth;
-                for (g = 0; g < w.groups; g++) {
-                    if (!owns_group(w, g)) continue;
-                    group_rows(w, g, active, &r0, &nb);
-                    if (nb > 0) gather_inputs(cx, step, r0, r0 + nb);
-                }
+                for (g = -1; next_group(w, active, &g, &r0, &nb);)
+                    gather_inputs(cx, step, r0, r0 + nb);
             } else {
                 my_range(active, tid, nth, &a, &b);
                 gather_inputs(cx, step, (int)a, (int)b);
@@ -669,7 +662,7 @@ static long projection_chunk(long rows)
 
 /* gx rows [a, b) = x rows [a, b) . W_ih^T in one sgemm over the rows (column-major view:
  * 4H x rows), the inputs added in FL_K_CHUNK blocks (beta = 1 after the first) like the tile
- * kernels: the float32 error then grows with 128 + I/128 rather than with I. The Cython caller
+ * kernels: the float32 error then grows with 64 + I/64 rather than with I. The Cython caller
  * keeps SciPy's OpenBLAS single-threaded meanwhile, so every call runs where it is made. */
 static void project_rows(const fl_cell *p, fl_sgemm_fn sgemm, const float *x, int xld, float *gx,
                          long a, long b)

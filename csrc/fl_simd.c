@@ -400,30 +400,19 @@ FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp,
     }
 }
 
-/* Sums of one K block, stored into out or added to it: full vectors by plain loads and
- * stores, fully unrolled, so the accumulators go straight from registers to out (as a loop
- * of put16 calls, gcc spilled all 24 of the six-row tile to the stack and read them back:
- * measured, 5-row tile in L1 223 -> 241 GFLOP/s, batch workload 1.5% faster). */
+/* Sums of one K block into out (put16), fully unrolled so that the accumulators go straight
+ * from registers to out; tiles of full vectors take it with n a constant (plain loads and
+ * stores). As a loop, gcc spilled all 24 accumulators of the six-row tile to the stack and
+ * read them back (measured: 5-row tile in L1 223 -> 241 GFLOP/s, batch workload 1-1.5%). */
 FL_AVX512 static FL_INLINE void gates_put_avx512(const int NB, __m512 acc[6][4], float *out,
                                                  int out_ld, int m_stride, __mmask16 n, int add)
 {
     int r, m;
-    if (n != 0xFFFF) {
-        for (r = 0; r < NB; r++)
-            for (m = 0; m < 4; m++)
-                put16(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[r][m], n, add);
-        return;
-    }
 #pragma GCC unroll 6
-    for (r = 0; r < NB; r++) {
-        float *o = out + (size_t)r * out_ld;
+    for (r = 0; r < NB; r++)
 #pragma GCC unroll 4
-        for (m = 0; m < 4; m++, o += m_stride) {
-            __m512 v = acc[r][m];
-            if (add) v = _mm512_add_ps(_mm512_loadu_ps(o), v);
-            _mm512_storeu_ps(o, v);
-        }
-    }
+        for (m = 0; m < 4; m++)
+            put16(out + (size_t)r * out_ld + (size_t)m * m_stride, acc[r][m], n, add);
 }
 
 /* The four-gate tile for NB rows, all K blocks. */
@@ -436,7 +425,8 @@ FL_AVX512 static FL_INLINE void gates_tile_avx512(const int NB, const float *wp,
     int k0, kc, add;
     FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add) {
         gates_sums_avx512(NB, wp + (size_t)k0 * 64, kc, x + k0, x_ld, far, acc);
-        gates_put_avx512(NB, acc, out, out_ld, m_stride, n, add);
+        if (n == 0xFFFF) gates_put_avx512(NB, acc, out, out_ld, m_stride, 0xFFFF, add);
+        else gates_put_avx512(NB, acc, out, out_ld, m_stride, n, add);
     }
 }
 

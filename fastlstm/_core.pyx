@@ -482,4 +482,3 @@ def runtime_facts():
         "kernels": fl_simd_name().decode(),
         "blas_used": bool(fl_blas_used()),
     }
-

@@ -4,8 +4,9 @@
 ``input_projection``) never hands it a size that grows with the input: each call covers at
 most FL_PROJ_ROWS = 1024 rows and FL_K_CHUNK = 64 inputs, and every offset into x, Gx and y
 is computed in 64 bits, in the tile kernels too (which project the inputs wherever AVX2 or
-AVX-512 is available; the sgemm path runs on the portable build, test_kernels.py). These tests run the real thing: many row and input blocks at small
-sizes, and an input whose element offsets pass 2**31 (8 GiB of x, about half a minute).
+AVX-512 is available; the sgemm path runs on the portable build, test_kernels.py). These
+tests run the real thing: many row and input blocks at small sizes, and an input whose
+element offsets pass 2**31 (8 GiB of x, about half a minute).
 Requests the kernel could not index or that would not fit are refused in Python before any
 allocation (also covered in test_bad_input.py).
 """

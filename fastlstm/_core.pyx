@@ -161,8 +161,8 @@ cdef object _aligned_empty(size_t n):
     packed weights, or of a row of the buffers whose rows are multiples of 64 bytes, then
     never straddles two cache lines (measured: the tile 7% faster in L1, the one-row pair
     kernel 5-10% on a stream step's weights)."""
-    buf = np.empty(n + 16, np.float32)
-    cdef size_t skip = ((64 - <size_t>buf.ctypes.data % 64) % 64) // 4
+    cdef cnp.ndarray buf = np.empty(n + 16, np.float32)
+    cdef size_t skip = ((64 - <size_t>cnp.PyArray_DATA(buf) % 64) % 64) // 4
     return buf[skip:skip + n]
 
 
@@ -236,40 +236,58 @@ cdef class CellKernel:
                 a.flags.writeable = False
 
 
+cdef tuple _workspace_floats(list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact):
+    """Floats of a Workspace's gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc for a run of these
+    layers over `rows` (b, t) rows and `batch` sequences."""
+    cdef Py_ssize_t G = 0, H = 0, O = 0, W = 0, widest_in
+    for directions in layers:
+        for k in directions:
+            G = max(G, 4 * k.hidden_size)
+            H = max(H, k.hidden_size)
+            O = max(O, k.output_size)
+        W = max(W, len(directions) * directions[0].output_size)
+    widest_in = max(max(d[0].input_size for d in layers), W)
+    # With fl_projects_by_step(batch) the input projection needs one step's rows only.
+    projected = 0 if projects_by_step(batch) else rows
+    # Layer outputs alternate between two buffers; the last layer writes to the caller's y.
+    n_between = rows * W if len(layers) > 1 else 0
+    return (max(projected * G, batch * (G + FL_ROW_PAD), 1), max(batch * (G + FL_ROW_PAD), 1),
+            max(batch * O, 1), max(batch * O, 1), max(batch * H, 1), max(batch * H, 1),
+            max(n_between, 1), max(n_between if len(layers) > 2 else 0, 1),
+            # with lengths, the valid rows of each layer's input, packed (see fl_seq.gx_start);
+            # at least one step's rows, which a batch projected step by step gathers there
+            max(max(rows if compact else 0, batch) * widest_in, 1))
+
+
+cdef inline float *_data(object a):
+    # a Workspace buffer: C-contiguous float32, made here
+    return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
 cdef class Workspace:
     """Scratch buffers for runs of up to `rows` (b, t) rows and `batch` sequences.
 
-    A stream keeps one so that a step allocates nothing but its output.
+    A stream keeps one so that a step allocates nothing but its output; a model keeps a few
+    for its calls (see LSTM._take_workspace), reused by any later call they fit.
     """
     cdef readonly object gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
-    cdef readonly Py_ssize_t rows, batch
+    cdef readonly Py_ssize_t rows, batch, nbytes
 
     def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
-        # rows: (b, t) rows of a run; batch: its sequences. With fl_projects_by_step(batch) the
-        # input projection needs one step's rows only.
-        cdef int G = 0, H = 0, O = 0, W = 0
-        for directions in layers:
-            for k in directions:
-                G = max(G, 4 * k.hidden_size)
-                H = max(H, k.hidden_size)
-                O = max(O, k.output_size)
-            W = max(W, len(directions) * directions[0].output_size)
-        self.rows, self.batch = rows, batch
-        projected = 0 if projects_by_step(batch) else rows
-        self.gx = _aligned_empty(max(projected * G, batch * (G + FL_ROW_PAD), 1))
-        self.pre = _aligned_empty(max(batch * (G + FL_ROW_PAD), 1))
-        self.hs = _aligned_empty(max(batch * O, 1))
-        self.hs2 = _aligned_empty(max(batch * O, 1))
-        self.cs = _aligned_empty(max(batch * H, 1))
-        self.hfull = _aligned_empty(max(batch * H, 1))
-        # Layer outputs alternate between two buffers; the last layer writes to the caller's y.
-        n_between = rows * W if len(layers) > 1 else 0
-        self.buf_a = np.empty(max(n_between, 1), np.float32)
-        self.buf_b = np.empty(max(n_between if len(layers) > 2 else 0, 1), np.float32)
-        # With lengths, the valid rows of each layer's input, packed (see fl_seq.gx_start); at
-        # least one step's rows, which a batch projected step by step gathers there.
-        widest_in = max(max(d[0].input_size for d in layers), W)
-        self.xc = np.empty(max(max(rows if compact else 0, batch) * widest_in, 1), np.float32)
+        n = _workspace_floats(layers, rows, batch, compact)
+        self.rows, self.batch, self.nbytes = rows, batch, 4 * sum(n)
+        self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull = (
+            _aligned_empty(k) for k in n[:6])
+        self.buf_a, self.buf_b, self.xc = (np.empty(k, np.float32) for k in n[6:])
+
+    def fits(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
+        """Whether a run of these layers over `rows` rows and `batch` sequences can use these
+        buffers."""
+        have = (self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull, self.buf_a,
+                self.buf_b, self.xc)
+        return (rows <= self.rows and batch <= self.batch and
+                all(a.shape[0] >= n
+                    for a, n in zip(have, _workspace_floats(layers, rows, batch, compact))))
 
 
 cdef const float *_opt_ptr(object a) except? NULL:
@@ -313,19 +331,13 @@ cdef class Plan:
         cdef fl_seq base
         cdef const int[::1] lengths_v, order_v
         cdef const long long[::1] start_v
-        cdef float[::1] xc_v = ws.xc
         cdef CellKernel kern
         cdef Py_ssize_t l, d, k = 0, D
-        cdef float[::1] a_view = ws.buf_a, b_view = ws.buf_b, hf_v = ws.hfull
-        cdef float[::1] gx_v = ws.gx, pre_v = ws.pre, hs_v = ws.hs, hs2_v = ws.hs2, cs_v = ws.cs
         cdef float *yout
         cdef const float *xin = NULL
         cdef int x_ld
-        if ws.rows < batch * steps or ws.batch < batch:
-            raise ValueError("workspace too small")
-        G = max(4 * (<CellKernel>k).hidden_size for d in layers for k in d)
-        if ws.gx.shape[0] < (batch * (G + FL_ROW_PAD) if fl_projects_by_step(<int>batch)
-                             else max(batch * steps * G, batch * (G + FL_ROW_PAD))):
+        compact = gx_start is not None and batch > 0 and not stepwise
+        if not ws.fits(layers, batch * steps, batch, compact):
             raise ValueError("workspace too small")
         self.keep = (layers, ws, h0, c0, hn, cn, lengths, order)
         self.n_layers = <int>len(layers)
@@ -345,26 +357,20 @@ cdef class Plan:
                 raise ValueError("lengths and order must have one entry per sequence")
             if batch:
                 base.lengths, base.order = &lengths_v[0], &order_v[0]
-            if gx_start is not None and batch and not stepwise:
+            if compact:
                 start_v = gx_start
-                max_in = max((<CellKernel>d[0]).input_size for d in layers)
-                if start_v.shape[0] != batch or xc_v.shape[0] < batch * steps * max_in:
-                    raise ValueError("gx_start needs one entry per sequence and a compact "
-                                     "workspace")
+                if start_v.shape[0] != batch:
+                    raise ValueError("gx_start needs one entry per sequence")
                 base.gx_start = &start_v[0]
-        max_in = max((<CellKernel>d[0]).input_size for d in layers)
-        if xc_v.shape[0] < batch * max_in:
-            raise ValueError("workspace too small")
-        base.xc = &xc_v[0]
-        base.gx, base.pre, base.cs = &gx_v[0], &pre_v[0], &cs_v[0]
-        base.hs, base.hs2 = &hs_v[0], &hs2_v[0]
+        base.xc, base.gx, base.pre = _data(ws.xc), _data(ws.gx), _data(ws.pre)
+        base.cs, base.hs, base.hs2 = _data(ws.cs), _data(ws.hs), _data(ws.hs2)
         base.input_by_tiles = stepwise
         self.uses_blas = not stepwise and fl_blas_used()
         x_ld = <int>self.in_width
         for l in range(self.n_layers):
             D = len(layers[l])
             self.directions[l] = <int>D
-            yout = NULL if l == self.n_layers - 1 else (&a_view[0] if l % 2 == 0 else &b_view[0])
+            yout = NULL if l == self.n_layers - 1 else _data(ws.buf_a if l % 2 == 0 else ws.buf_b)
             for d in range(D):
                 kern = <CellKernel>layers[l][d]
                 self.cells[k] = kern.cell
@@ -374,7 +380,7 @@ cdef class Plan:
                 self.seqs[k].y = NULL if yout == NULL else yout + d * kern.output_size
                 self.seqs[k].y_ld = <int>(D * kern.output_size)
                 self.seqs[k].reverse = d == 1
-                self.seqs[k].hfull = &hf_v[0] if kern.w_hr is not None else NULL
+                self.seqs[k].hfull = _data(ws.hfull) if kern.w_hr is not None else NULL
                 self.seqs[k].h0 = _opt_ptr(h0[k])
                 self.seqs[k].c0 = _opt_ptr(c0[k])
                 self.seqs[k].hn = <float *>_opt_ptr(hn[k])

@@ -148,6 +148,38 @@ def test_one_model_serves_changing_batch_sizes():
         assert h.dtype == np.float32 and not h.any()
 
 
+
+def test_reused_scratch_buffers_leave_no_trace():
+    """A model keeps its calls' scratch buffers for later calls: whatever ran before (other
+    shapes, lengths, by-step and all-steps-first projection, a stack's layer buffers), a call
+    gives the bits a fresh model gives, and the model keeps at most two small buffer sets."""
+    kw = dict(num_layers=2, bidirectional=True, proj_size=5, seed=4)
+    model = fastlstm.LSTM(7, 9, **kw)
+    rng = np.random.default_rng(5)
+    calls = []
+    for batch, steps, with_lengths in [(1, 30, False), (20, 12, True), (3, 2, False),
+                                       (20, 12, False), (1, 30, True), (13, 40, True),
+                                       (2, 1, False), (1, 30, False)]:
+        x = rng.standard_normal((batch, steps, 7)).astype(np.float32)
+        lengths = rng.integers(0, steps + 1, batch) if with_lengths else None
+        state = random_state(model, batch, seed=batch + steps)
+        calls.append((x, lengths, state))
+    for x, lengths, state in calls + calls[::-1]:
+        y, (h, c) = model(x, state, lengths=lengths)
+        y1, (h1, c1) = fastlstm.LSTM(7, 9, **kw)(x, state, lengths=lengths)
+        for got, fresh in ((y, y1), (h, h1), (c, c1)):
+            np.testing.assert_array_equal(got, fresh)
+        assert_close(y, reference.run(model, x, state, lengths=lengths)[0])
+    assert 1 <= len(model._workspaces) <= 2
+    model._workspaces.clear()
+    model._KEEP_WORKSPACE_BYTES = 4096          # (the class's bound is 32 MiB)
+    model(random_input(model, 1, 1))
+    assert len(model._workspaces) == 1 and model._workspaces[0].nbytes <= 4096
+    model(random_input(model, 30, 30))          # the small set is replaced, the large not kept
+    assert model._workspaces == []
+    model(random_input(model, 1, 1))
+    assert len(model._workspaces) == 1 and model._workspaces[0].nbytes <= 4096
+
 def test_zero_state_shapes_with_projection_and_directions():
     model = fastlstm.LSTM(4, 6, num_layers=3, bidirectional=True, proj_size=2)
     h, c = model.zero_state(5)

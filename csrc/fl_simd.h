@@ -7,9 +7,8 @@
  * or one) of `units` output rows, where `units` is the table's: 8 for the 256-bit kernels, 16
  * for the 512-bit ones (one register holds one gate's units). */
 #define FL_TILE_UNITS 8
-#define FL_TILE_ROWS_MAX 6
-#define FL_TILE_ROWS 3   /* batch rows per tile of the 256-bit kernels: 4 gates x 3 rows = 12
-                            accumulators; the 512-bit kernel takes 6 (24 accumulators) */
+#define FL_TILE_ROWS_MAX 6  /* batch rows per tile of the AVX2 and AVX-512 kernels */
+#define FL_TILE_ROWS 3      /* batch rows per tile of the portable kernels */
 
 /* Sums over k are formed in blocks of this many inputs (see fl_simd.c); callers that split K
  * over calls split it at multiples of it. */

@@ -163,10 +163,10 @@ FL_AVX2 static inline void put_n(float *dst, __m256 v, int n, int add)
 #define FL_INLINE inline __attribute__((always_inline))
 
 /* One K block of the four-gate tile for NB rows, G gates a pass (all four, or two passes of
- * two): out rows r, gate m at out + r*out_ld + m*m_stride. wp: [k][4 gates][8]. Sixteen ymm
+ * two): out rows r, gate m at out + r*out_ld + m*m_stride. wp: [k][4 gates][8]. The sixteen ymm
  * registers hold NB*G accumulators, G weights and a broadcast: four to six rows take two
  * passes of two gates (the second reads the block's weights from L1), up to three rows all
- * four gates in one. Each accumulator is one FMA chain over k either way: the same sums as
+ * four gates in one (for three rows gcc reads one of the four weights from memory each time). Each accumulator is one FMA chain over k either way: the same sums as
  * every other version. Fully unrolled (the pragmas): as loops gcc kept the accumulators on the
  * stack. Measured in L1 (C microbenchmark, K = 64) against the three-row tile this replaced:
  * 3 rows 105 -> 132 GFLOP/s, 6 rows 132 (the core's 256-bit FMA peak), 1 row 38 -> 78; the
@@ -208,19 +208,22 @@ FL_AVX2 static FL_INLINE void gates_block_avx2(const int NB, const int G, const 
     }
 }
 
-/* One K block of a one-gate tile (M = 1) for NB rows. wp: [k][8]. */
+/* One K block of a one-gate tile (M = 1, the projection W_hr) for NB rows. wp: [k][8]. */
 FL_AVX2 static FL_INLINE void single_block_avx2(const int NB, const float *wp, int K,
                                                 const float *x, int x_ld, float *out,
                                                 int out_ld, int width, int add)
 {
     __m256 acc[6];
     int k, r;
+#pragma GCC unroll 6
     for (r = 0; r < NB; r++) acc[r] = _mm256_setzero_ps();
     for (k = 0; k < K; k++) {
         const __m256 w0 = _mm256_loadu_ps(wp + (size_t)k * 8);
+#pragma GCC unroll 6
         for (r = 0; r < NB; r++)
             acc[r] = _mm256_fmadd_ps(w0, _mm256_broadcast_ss(x + (size_t)r * x_ld + k), acc[r]);
     }
+#pragma GCC unroll 6
     for (r = 0; r < NB; r++) put_n(out + (size_t)r * out_ld, acc[r], width, add);
 }
 
@@ -340,18 +343,14 @@ FL_AVX2 static inline __m256 sigmoid8_nan(__m256 x)
     return _mm256_blendv_ps(sigmoid8(x), x, nan);
 }
 
-
 FL_VEC_APPLY(sigmoid_avx2, sigmoid8_nan)
 FL_VEC_APPLY(tanh_avx2, tanh8)
 
-/* The standard cell (sigmoid gates, tanh, no peepholes or clips) for units [j0, j1), with all
- * of one unit block's gate math in registers. Same operation order as the generic cell_rows:
- * pre + (gx + b), then c' = f*c + i*g, h = o*tanh(c'). */
-/* The standard cell for 8 units at j, n of them valid; a constant n = 8 after inlining leaves
- * plain loads and stores (as one loop with the tail's checks inside, gcc kept the branches and
- * spilled: 110 -> 60 cycles a vector, C microbenchmark). */
-FL_AVX2 static inline __attribute__((always_inline)) void cell8(
-    const float *gx, const float *bias, const float *pre, float *c, float *h, int H, int j, int n)
+/* The standard cell for 8 units at j, n of them valid; with n a constant 8 after inlining,
+ * plain loads and stores (as one loop with the tail's checks inside: 221 -> 209 cycles per 16
+ * units, C microbenchmark). */
+FL_AVX2 static FL_INLINE void cell8(const float *gx, const float *bias, const float *pre,
+                                    float *c, float *h, int H, int j, int n)
 {
     __m256 z[4], cn, hn;
     int g;
@@ -367,6 +366,9 @@ FL_AVX2 static inline __attribute__((always_inline)) void cell8(
     store_n(h + j, hn, n);
 }
 
+/* The standard cell (sigmoid gates, tanh, no peepholes or clips) for units [j0, j1), with all
+ * of one unit block's gate math in registers. Same operation order as the generic cell_rows:
+ * pre + (gx + b), then c' = f*c + i*g, h = o*tanh(c'). */
 FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const float *pre,
                                        float *c, float *h, int H, int j0, int j1)
 {
@@ -485,7 +487,6 @@ FL_AVX512 static FL_INLINE void single_block_avx512(const int NB, const float *w
     }
     for (r = 0; r < NB; r++) put16(out + (size_t)r * out_ld, acc[r], n, add);
 }
-
 
 FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,
                                   int nb, float *out, int out_ld, int m_stride, int width,

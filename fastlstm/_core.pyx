@@ -5,6 +5,7 @@
 Python (fastlstm.models) validates every argument before it calls in here; this module only
 checks what it must to never touch memory it does not own (shapes of the buffers it is given).
 """
+cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm as blas_sgemm
@@ -259,26 +260,28 @@ cdef tuple _workspace_floats(list layers, Py_ssize_t rows, Py_ssize_t batch, bin
             max(max(rows if compact else 0, batch) * widest_in, 1))
 
 
-cdef inline float *_data(object a):
-    # a Workspace buffer: C-contiguous float32, made here
-    return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+cdef inline float *_data(cnp.ndarray a):
+    # a Workspace buffer: C-contiguous float32, made by Workspace.__init__ (the only way in:
+    # the attributes are read-only and a Workspace is not picklable)
+    return <float *>cnp.PyArray_DATA(a)
 
 
+@cython.auto_pickle(False)
 cdef class Workspace:
     """Scratch buffers for runs of up to `rows` (b, t) rows and `batch` sequences.
 
     A stream keeps one so that a step allocates nothing but its output; a model keeps a few
-    for its calls (see LSTM._take_workspace), reused by any later call they fit.
+    for its calls (see _Stack._take_workspace in models.py), reused by any later call they fit.
     """
-    cdef readonly object gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
+    cdef readonly cnp.ndarray gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
     cdef readonly Py_ssize_t rows, batch, nbytes
 
     def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
         n = _workspace_floats(layers, rows, batch, compact)
         self.rows, self.batch, self.nbytes = rows, batch, 4 * sum(n)
-        self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull = (
-            _aligned_empty(k) for k in n[:6])
-        self.buf_a, self.buf_b, self.xc = (np.empty(k, np.float32) for k in n[6:])
+        self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull = [
+            _aligned_empty(k) for k in n[:6]]
+        self.buf_a, self.buf_b, self.xc = [np.empty(k, np.float32) for k in n[6:]]
 
     def fits(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
         """Whether a run of these layers over `rows` rows and `batch` sequences can use these

@@ -1,9 +1,12 @@
 """The models: ``LSTMCell`` and ``LSTM``. They validate in Python, then make one call into the
 native core (``fastlstm._core.run_stack``) that runs every layer and direction without the GIL.
 
-Models are immutable: weights are read-only float32 arrays and every call allocates its own
-buffers, so one model can serve any number of threads and any batch size.
+Models are immutable: weights are read-only float32 arrays and every call has scratch buffers
+of its own (kept by the model for later calls, never shared by two at once), so one model can
+serve any number of threads and any batch size.
 """
+import threading
+
 import numpy as np
 
 from . import _core, runtime
@@ -65,6 +68,7 @@ class _Stack:
         self._bidirectional = bidirectional
         self._batch_first = batch_first
         self._workspaces = []   # see _take_workspace
+        self._workspaces_lock = threading.Lock()
         for prev, layer in zip(layers, layers[1:]):
             want = prev.output_size * (2 if bidirectional else 1)
             if layer.input_size != want:
@@ -211,26 +215,25 @@ class _Stack:
         return y, hn, cn
 
     # A call's scratch buffers come from a small free list on the model: allocating them
-    # took 8 of a one-step call's 33 us (measured: B=1, T=1, hidden 256). Concurrent calls
-    # each take their own (list.pop and append are atomic under the GIL); a call that finds
-    # none that fits allocates one. At most _KEEP_WORKSPACES are kept, each at most
+    # took 8 of a one-step call's 33 us (measured: B=1, T=1, hidden 256). A call takes a kept
+    # set that fits, or allocates one, and gives it back after the call, so concurrent calls
+    # each have their own. At most _KEEP_WORKSPACES sets are kept, each at most
     # _KEEP_WORKSPACE_BYTES, so a model holds little memory after one huge call.
     _KEEP_WORKSPACES = 2
     _KEEP_WORKSPACE_BYTES = 32 << 20
 
     def _take_workspace(self, rows, batch, compact):
-        try:
-            ws = self._workspaces.pop()
-        except IndexError:
-            ws = None
-        if ws is None or not ws.fits(self._kernels, rows, batch, compact):
-            ws = _core.Workspace(self._kernels, rows, batch, compact=compact)
-        return ws
+        with self._workspaces_lock:
+            for k, ws in enumerate(self._workspaces):
+                if ws.fits(self._kernels, rows, batch, compact):
+                    return self._workspaces.pop(k)
+        return _core.Workspace(self._kernels, rows, batch, compact=compact)
 
     def _keep_workspace(self, ws):
-        if (ws.nbytes <= self._KEEP_WORKSPACE_BYTES
-                and len(self._workspaces) < self._KEEP_WORKSPACES):
-            self._workspaces.append(ws)
+        if ws.nbytes <= self._KEEP_WORKSPACE_BYTES:
+            with self._workspaces_lock:
+                if len(self._workspaces) < self._KEEP_WORKSPACES:
+                    self._workspaces.append(ws)
 
     # pickling -------------------------------------------------------------------------
     # By value and compact: sizes, options and each weight's raw float32 bytes. The pickle

@@ -121,8 +121,9 @@ def test_wide_and_narrow_simd_kernels_give_identical_bits(tmp_path):
         y3, _ = plain(x2[:4])
         # every row count of a tile (1..6; the AVX2 tile takes four gates in one pass up to
         # three rows, two passes of two from four), inputs projected first and step by step
-        one = fastlstm.LSTM(37, 40, seed=6)
-        rows = {f"rows{b}": one(x2[:b])[0] for b in (1, 2, 3, 5, 6, 11, 13, 20)}
+        one = fastlstm.LSTM(37, 40, seed=6, proj_size=9)
+        rows = {f"rows{b}_{t}": one(x2[:b, :t])[0] for b in (1, 2, 3, 4, 5, 6, 11, 13, 20)
+                for t in (5, 6)}
         np.savez(sys.argv[1], y=y, h=h, c=c, ys=ys, y2=y2, h2=h2, c2=c2, y3=y3, **rows)
     """)
     outs = []
@@ -133,6 +134,6 @@ def test_wide_and_narrow_simd_kernels_give_identical_bits(tmp_path):
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
         outs.append(np.load(path))
-    assert len(outs[0].files) == 16
+    assert len(outs[0].files) == 26
     for key in outs[0].files:
         np.testing.assert_array_equal(outs[0][key], outs[1][key])

@@ -148,7 +148,6 @@ def test_one_model_serves_changing_batch_sizes():
         assert h.dtype == np.float32 and not h.any()
 
 
-
 def test_reused_scratch_buffers_leave_no_trace():
     """A model keeps its calls' scratch buffers for later calls: whatever ran before (other
     shapes, lengths, by-step and all-steps-first projection, a stack's layer buffers), a call
@@ -165,20 +164,33 @@ def test_reused_scratch_buffers_leave_no_trace():
         state = random_state(model, batch, seed=batch + steps)
         calls.append((x, lengths, state))
     for x, lengths, state in calls + calls[::-1]:
+        for ws in model._workspaces:   # what a kept set holds must not matter
+            for buf in (ws.gx, ws.pre, ws.hs, ws.hs2, ws.cs, ws.hfull, ws.buf_a, ws.buf_b, ws.xc):
+                buf[:] = np.nan
         y, (h, c) = model(x, state, lengths=lengths)
         y1, (h1, c1) = fastlstm.LSTM(7, 9, **kw)(x, state, lengths=lengths)
         for got, fresh in ((y, y1), (h, h1), (c, c1)):
             np.testing.assert_array_equal(got, fresh)
         assert_close(y, reference.run(model, x, state, lengths=lengths)[0])
     assert 1 <= len(model._workspaces) <= 2
+    # one thread alternating two shapes that do not fit each other's sets keeps and reuses both
+    model._workspaces.clear()
+    a, b = random_input(model, 1, 40), random_input(model, 20, 2)
+    model(a), model(b)
+    kept = [id(ws) for ws in model._workspaces]
+    assert len(kept) == 2
+    for _ in range(3):
+        model(a), model(b)
+    assert sorted(id(ws) for ws in model._workspaces) == sorted(kept)
+    # a set over the size bound serves its call and is not kept; the small one stays
     model._workspaces.clear()
     model._KEEP_WORKSPACE_BYTES = 4096          # (the class's bound is 32 MiB)
     model(random_input(model, 1, 1))
-    assert len(model._workspaces) == 1 and model._workspaces[0].nbytes <= 4096
-    model(random_input(model, 30, 30))          # the small set is replaced, the large not kept
-    assert model._workspaces == []
-    model(random_input(model, 1, 1))
-    assert len(model._workspaces) == 1 and model._workspaces[0].nbytes <= 4096
+    small = model._workspaces[0]
+    assert len(model._workspaces) == 1 and small.nbytes <= 4096
+    model(random_input(model, 30, 30))
+    assert model._workspaces == [small]
+
 
 def test_zero_state_shapes_with_projection_and_directions():
     model = fastlstm.LSTM(4, 6, num_layers=3, bidirectional=True, proj_size=2)

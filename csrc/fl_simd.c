@@ -380,10 +380,13 @@ FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const
         for (v = 0; v < 4; v++) cn[v] = cell8_c(gx, bias, pre, c, H, j + 8 * v, 8, &o[v]);
         for (v = 0; v < 4; v++) _mm256_storeu_ps(h + j + 8 * v, _mm256_mul_ps(o[v], tanh8(cn[v])));
     }
-    for (; j < j1; j += 8) {   /* the rest, one vector at a time */
-        const int n = j1 - j < 8 ? j1 - j : 8;
-        __m256 o, cn = cell8_c(gx, bias, pre, c, H, j, n, &o);
-        store_n(h + j, _mm256_mul_ps(o, tanh8(cn)), n);
+    for (; j + 8 <= j1; j += 8) {   /* the rest, one vector at a time (a batch's rows: one) */
+        __m256 o, cn = cell8_c(gx, bias, pre, c, H, j, 8, &o);
+        _mm256_storeu_ps(h + j, _mm256_mul_ps(o, tanh8(cn)));
+    }
+    if (j < j1) {
+        __m256 o, cn = cell8_c(gx, bias, pre, c, H, j, j1 - j, &o);
+        store_n(h + j, _mm256_mul_ps(o, tanh8(cn)), j1 - j);
     }
 }
 

@@ -163,12 +163,12 @@ FL_AVX2 static inline void put_n(float *dst, __m256 v, int n, int add)
 #define FL_INLINE inline __attribute__((always_inline))
 
 /* One K block of the four-gate tile for NB rows, G gates a pass (all four, or two passes of
- * two): out rows r, gate m at out + r*out_ld + m*m_stride. wp: [k][4 gates][8]. The sixteen ymm
- * registers hold NB*G accumulators, G weights and a broadcast: four to six rows take two
+ * two): out rows r, gate m at out + r*out_ld + m*m_stride. wp: [k][4 gates][8]. The sixteen
+ * ymm registers hold NB*G accumulators, G weights and a broadcast: four to six rows take two
  * passes of two gates (the second reads the block's weights from L1), up to three rows all
- * four gates in one (for three rows gcc reads one of the four weights from memory each time). Each accumulator is one FMA chain over k either way: the same sums as
- * every other version. Fully unrolled (the pragmas): as loops gcc kept the accumulators on the
- * stack. Measured in L1 (C microbenchmark, K = 64) against the three-row tile this replaced:
+ * four gates in one (for three rows gcc reads one of the four weights from memory each time).
+ * Each accumulator is one FMA chain over k either way: the same sums as every other version.
+ * Fully unrolled (the pragmas): as loops gcc kept the accumulators on the stack. Measured in L1 (C microbenchmark, K = 64) against the three-row tile this replaced:
  * 3 rows 105 -> 132 GFLOP/s, 6 rows 132 (the core's 256-bit FMA peak), 1 row 38 -> 78; the
  * batch workload with FASTLSTM_SIMD=avx2 on one thread 109 -> 89 ms. */
 FL_AVX2 static FL_INLINE void gates_block_avx2(const int NB, const int G, const float *wp,
@@ -378,9 +378,10 @@ FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const
     for (j = j0; j + 32 <= j1; j += 32) {
         __m256 cn[4], o[4];
         for (v = 0; v < 4; v++) cn[v] = cell8_c(gx, bias, pre, c, H, j + 8 * v, 8, &o[v]);
-        for (v = 0; v < 4; v++) _mm256_storeu_ps(h + j + 8 * v, _mm256_mul_ps(o[v], tanh8(cn[v])));
+        for (v = 0; v < 4; v++)
+            _mm256_storeu_ps(h + j + 8 * v, _mm256_mul_ps(o[v], tanh8(cn[v])));
     }
-    for (; j + 8 <= j1; j += 8) {   /* the rest, one vector at a time (a batch's rows: one) */
+    for (; j + 8 <= j1; j += 8) {   /* the rest (all of a batch's calls: one block a row) */
         __m256 o, cn = cell8_c(gx, bias, pre, c, H, j, 8, &o);
         _mm256_storeu_ps(h + j, _mm256_mul_ps(o, tanh8(cn)));
     }

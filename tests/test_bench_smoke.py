@@ -1,12 +1,17 @@
 """The benchmark harness end to end on miniature workloads: real numbers come out, fastlstm
 agrees with the float64 reference, and the report renders. NumPy is the only peer (no
-framework needed)."""
+framework needed); and the command line's --isa avx2."""
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
+from fastlstm import _core
 from fastlstm.bench import report
+from fastlstm.bench.__main__ import main, parse_args
 from fastlstm.bench.harness import machine_info, run_threads
 from fastlstm.bench.workloads import Workload
 
@@ -43,3 +48,27 @@ def test_harness_on_miniature_workloads(tmp_path):
     assert "mini_varlen" in text and "missing" in text
     json.loads(json.dumps(results, default=float))
     np.testing.assert_equal(report.markdown(results, summary_only=True).count("mini_"), 2)
+
+
+def test_isa_avx2_holds_fastlstm_pytorch_and_openblas(tmp_path):
+    """--isa avx2: the held peers by default, their kernels held in the worker (fastlstm's own
+    report says which kernels ran), and a report that says so; refused in-process."""
+    assert parse_args(["--isa", "avx2"]).peers == ["fastlstm", "torch", "numpy"]
+    assert parse_args(["--isa", "avx2", "--peers", "onnxruntime"]).peers == ["onnxruntime"]
+    assert "onnxruntime" in parse_args([]).peers
+    with pytest.raises(SystemExit, match="--isa needs the worker processes"):
+        main(["--isa", "avx2", "--in-process", "--peers", "numpy"])
+    out = tmp_path / "bench"
+    run = subprocess.run([sys.executable, "-m", "fastlstm.bench", "--isa", "avx2", "--quick",
+                          "--workloads", "stream_step", "--peers", "fastlstm,numpy",
+                          "--threads", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["isa"] == "avx2"
+    (worker,) = results["runs"]
+    held = "avx2" if _core.runtime_facts()["avx2_fma"] else "portable"
+    assert worker["fastlstm_config"]["simd"].startswith(held), worker["fastlstm_config"]
+    assert "Haswell" in json.dumps(worker["fastlstm_config"].get("blas"))
+    assert worker["workloads"][0]["error_vs_float64"] < 3e-7
+    assert "**Held to AVX2**" in (out / "RESULTS.md").read_text()

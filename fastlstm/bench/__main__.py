@@ -1,4 +1,5 @@
-"""``python -m fastlstm.bench [--quick] [--threads 1,2] [--workloads a,b] [--peers p,q] [--out DIR]``
+"""``python -m fastlstm.bench [--quick] [--threads 1,2] [--workloads a,b] [--peers p,q] [--out DIR]
+[--isa avx2]``
 
 Runs the workloads of shared/BENCH.md against every installed peer, once per thread count,
 each thread count in a fresh worker process (TensorFlow sizes its thread pools once per
@@ -17,6 +18,12 @@ from . import report
 from .harness import machine_info, package_root, run_threads
 from .peers import PEERS
 from .workloads import WORKLOADS
+
+# The peers whose kernels --isa avx2 holds to AVX2, and how (environment variables read when
+# each library loads, so they are set for the worker processes only).
+ISA_HELD = ("fastlstm", "torch", "numpy")
+ISA_AVX2_ENV = {"FASTLSTM_SIMD": "avx2", "DNNL_MAX_CPU_ISA": "AVX2",
+                "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
 
 
 def _usable_cpus():
@@ -55,23 +62,33 @@ def parse_args(argv):
                     help=f"comma-separated thread counts (default 1,{cores}: one and all cores)")
     ap.add_argument("--workloads", type=lambda s: _csv(s, list(WORKLOADS), "workload"),
                     default=list(WORKLOADS), help="comma-separated, default all: " + ", ".join(WORKLOADS))
-    ap.add_argument("--peers", type=lambda s: _csv(s, list(PEERS), "peer"), default=list(PEERS),
-                    help="comma-separated, default all: " + ", ".join(PEERS))
+    ap.add_argument("--peers", type=lambda s: _csv(s, list(PEERS), "peer"), default=None,
+                    help="comma-separated, default all: " + ", ".join(PEERS)
+                         + " (with --isa avx2: " + ", ".join(ISA_HELD) + ")")
     ap.add_argument("--out", default=None,
                     help="directory for RESULTS.md, results.json and plots "
                          "(default bench/, or bench/quick/ with --quick)")
     ap.add_argument("--in-process", action="store_true",
                     help="run in this process instead of a worker per thread count "
                          "(one thread count only when TensorFlow is a peer)")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: hold fastlstm, PyTorch's oneDNN and NumPy's OpenBLAS (so the "
+                         "sgemm rate too) to their AVX2 kernels, as on a CPU without AVX-512; "
+                         "ONNX Runtime and TensorFlow have no such switch and join only when "
+                         "named in --peers")
     ap.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.peers is None:
+        args.peers = [p for p in PEERS if args.isa == "native" or p in ISA_HELD]
+    return args
+
 
 
 def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def _worker_env(threads):
+def _worker_env(threads, isa="native"):
     env = dict(os.environ)
     # Every runtime that reads these starts at the thread count under test; each peer's
     # setup sets its own count explicitly as well.
@@ -87,6 +104,8 @@ def _worker_env(threads):
     # the workers only, and the report records OpenBLAS's core as each worker found it.
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         env.pop(var, None)
+    if isa == "avx2":
+        env.update(ISA_AVX2_ENV)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("KERAS_BACKEND", "tensorflow")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH")) if p)
@@ -100,7 +119,7 @@ def _run_worker(args, threads):
                "--workloads", ",".join(args.workloads), "--peers", ",".join(args.peers)]
         if args.quick:
             cmd.append("--quick")
-        proc = subprocess.run(cmd, env=_worker_env(threads))
+        proc = subprocess.run(cmd, env=_worker_env(threads, args.isa))
         if not os.path.exists(out):
             _log(f"the worker for {threads} thread(s) failed before its first workload "
                  f"(exit {proc.returncode})")
@@ -130,6 +149,9 @@ def main(argv=None):
         write(run_threads(args.threads[0], args.workloads, args.peers, args.quick, _log,
                           checkpoint=write))
         return 0
+    if args.in_process and args.isa != "native":
+        raise SystemExit("--isa needs the worker processes (each library picks its kernels when "
+                         "it loads); drop --in-process")
     if args.in_process and len(args.threads) > 1 and "tensorflow" in args.peers:
         raise SystemExit("--in-process runs one thread count when tensorflow is a peer "
                          "(its thread pools are sized once per process)")
@@ -148,7 +170,7 @@ def main(argv=None):
     if not runs:
         raise SystemExit("no thread count produced results: " + "; ".join(failed))
     results = {
-        "meta": {**machine_info(), "mode": "quick" if args.quick else "full",
+        "meta": {**machine_info(), "mode": "quick" if args.quick else "full", "isa": args.isa,
                  "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
                  "wall_s": round(time.time() - started, 1),
                  "failed_runs": failed,

@@ -172,6 +172,11 @@ def markdown(results, summary_only=False):
             blas_text = f"not called by fastlstm (tile kernels); SciPy's is {blas_text}"
         out.append(f"- fastlstm runtime: OpenMP {'on (' + str(cfg['openmp_version']) + ')' if cfg['openmp'] else 'off'}, "
                    f"SIMD {cfg['simd']}, BLAS {blas_text}")
+        if meta.get("isa") == "avx2":
+            out.append("- **Held to AVX2** (`--isa avx2`, as on a CPU without AVX-512): fastlstm "
+                       "(FASTLSTM_SIMD=avx2), PyTorch's oneDNN (DNNL_MAX_CPU_ISA=AVX2) and "
+                       "NumPy's OpenBLAS (OPENBLAS_CORETYPE=Haswell), so the sgemm rate below is "
+                       "the AVX2 one; ONNX Runtime and TensorFlow, if present, were not held.")
         for run in results["runs"]:
             avx2 = run.get("sgemm_avx2_gflops")
             others = run.get("other_processes_cpu_fraction")

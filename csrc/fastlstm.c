@@ -237,16 +237,28 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, O = p->output_size;
+    const int together = nb > 1 && p->standard && cx->simd->standard_cell_rows;
+    const float *gx[FL_TILE_ROWS_MAX];
+    float *pre[FL_TILE_ROWS_MAX], *c[FL_TILE_ROWS_MAX], *h[FL_TILE_ROWS_MAX];
     int r;
-    for (r = r0; r < r0 + nb; r++) {
+    for (r = 0; r < nb; r++) {   /* row r0 + r's buffers */
         ptrdiff_t gx_row;
-        const ptrdiff_t row = data_row(cx, r, step, &gx_row);
-        float *h_out = p->w_hr ? s->hfull + (size_t)r * H : h_next + (size_t)r * O;
-        cell_rows(p, s->gx + gx_row * cx->ld_gx, s->pre + (size_t)r * cx->ld_pre, s->cs + (size_t)r * H, h_out,
-                  j0, j1);
-        if (!p->w_hr && s->y)
-            memcpy(s->y + row * s->y_ld + j0, h_out + j0, (size_t)(j1 - j0) * sizeof(float));
+        (void)data_row(cx, r0 + r, step, &gx_row);
+        gx[r] = s->gx + gx_row * cx->ld_gx;
+        pre[r] = s->pre + (size_t)(r0 + r) * cx->ld_pre;
+        c[r] = s->cs + (size_t)(r0 + r) * H;
+        h[r] = p->w_hr ? s->hfull + (size_t)(r0 + r) * H : h_next + (size_t)(r0 + r) * O;
+        if (!together) cell_rows(p, gx[r], pre[r], c[r], h[r], j0, j1);
     }
+    /* the standard cell of a group's rows in one call, whose work then overlaps (AVX2) */
+    if (together)
+        cx->simd->standard_cell_rows(gx, p->bias, (const float *const *)pre, c, h, nb, H, j0, j1);
+    if (!p->w_hr && s->y)
+        for (r = 0; r < nb; r++) {
+            ptrdiff_t gx_row;
+            const ptrdiff_t row = data_row(cx, r0 + r, step, &gx_row);
+            memcpy(s->y + row * s->y_ld + j0, h[r] + j0, (size_t)(j1 - j0) * sizeof(float));
+        }
 }
 
 /* Ask for the rows' Gx slices of units j0.. (four gates) and their output slices, which the

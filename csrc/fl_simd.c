@@ -92,7 +92,8 @@ static void tanh_portable(float *v, int n)
 }
 
 static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmoid_portable,
-                                              tanh_portable, NULL, NULL, FL_TILE_ROWS, 8, 0, "portable"};
+                                              tanh_portable, NULL, NULL, NULL, FL_TILE_ROWS, 8,
+                                              0, "portable"};
 
 /* ---------------------------------------------------------------- AVX2 + FMA versions */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -366,29 +367,44 @@ FL_AVX2 static FL_INLINE __m256 cell8_c(const float *gx, const float *bias, cons
     return cn;
 }
 
-/* The standard cell (sigmoid gates, tanh, no peepholes or clips) for units [j0, j1), with all
- * of one unit block's gate math in registers. Same operation order as the generic cell_rows:
- * pre + (gx + b), then c' = f*c + i*g, h = o*tanh(c'). Four full vectors at a time, every
- * first half before any second, as in the AVX-512 cell (C microbenchmark, cycles per 16 units:
- * 221 as one loop with the tail's checks inside, 209 with the tail apart, 157 in fours). */
+/* The standard cell (sigmoid gates, tanh, no peepholes or clips) for units [j0, j1) of nb
+ * rows, with all of one unit block's gate math in registers. Same operation order as the
+ * generic cell_rows: pre + (gx + b), then c' = f*c + i*g, h = o*tanh(c'). The full vectors of
+ * all rows four at a time, every first half before any second, as in the AVX-512 cell (C
+ * microbenchmark, one row, cycles per 16 units: 221 as one loop with the tail's checks inside,
+ * 209 with the tail apart, 157 in fours; a batch's calls have one vector a row, which now go
+ * four rows at a time). */
+FL_AVX2 static void standard_cell_rows_avx2(const float *const *gx, const float *bias,
+                                            const float *const *pre, float *const *c,
+                                            float *const *h, int nb, int H, int j0, int j1)
+{
+    const int full = j0 + (j1 - j0) / 8 * 8;
+    int r, j, v, n = 0, at_r[4], at_j[4];
+    __m256 cn[4], o[4];
+    for (r = 0; r < nb; r++) {
+        for (j = j0; j < full; j += 8) {
+            at_r[n] = r, at_j[n] = j;
+            cn[n] = cell8_c(gx[r], bias, pre[r], c[r], H, j, 8, &o[n]);
+            if (++n == 4) {
+                for (v = 0; v < 4; v++)
+                    _mm256_storeu_ps(h[at_r[v]] + at_j[v], _mm256_mul_ps(o[v], tanh8(cn[v])));
+                n = 0;
+            }
+        }
+    }
+    for (v = 0; v < n; v++)
+        _mm256_storeu_ps(h[at_r[v]] + at_j[v], _mm256_mul_ps(o[v], tanh8(cn[v])));
+    if (full < j1)
+        for (r = 0; r < nb; r++) {
+            __m256 on, c1 = cell8_c(gx[r], bias, pre[r], c[r], H, full, j1 - full, &on);
+            store_n(h[r] + full, _mm256_mul_ps(on, tanh8(c1)), j1 - full);
+        }
+}
+
 FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const float *pre,
                                        float *c, float *h, int H, int j0, int j1)
 {
-    int j, v;
-    for (j = j0; j + 32 <= j1; j += 32) {
-        __m256 cn[4], o[4];
-        for (v = 0; v < 4; v++) cn[v] = cell8_c(gx, bias, pre, c, H, j + 8 * v, 8, &o[v]);
-        for (v = 0; v < 4; v++)
-            _mm256_storeu_ps(h + j + 8 * v, _mm256_mul_ps(o[v], tanh8(cn[v])));
-    }
-    for (; j + 8 <= j1; j += 8) {   /* the rest (all of a batch's calls: one block a row) */
-        __m256 o, cn = cell8_c(gx, bias, pre, c, H, j, 8, &o);
-        _mm256_storeu_ps(h + j, _mm256_mul_ps(o, tanh8(cn)));
-    }
-    if (j < j1) {
-        __m256 o, cn = cell8_c(gx, bias, pre, c, H, j, j1 - j, &o);
-        store_n(h + j, _mm256_mul_ps(o, tanh8(cn)), j1 - j);
-    }
+    standard_cell_rows_avx2(&gx, bias, &pre, &c, &h, 1, H, j0, j1);
 }
 
 /* ---------------------------------------------------------------- AVX-512 versions */
@@ -679,10 +695,10 @@ FL_AVX512 static void gates_cell_avx512(const fl_fused *f)
 }
 
 static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2,
-                                         standard_cell_avx2, NULL, FL_TILE_ROWS_MAX, 8, 1,
-                                         "avx2"};
+                                         standard_cell_avx2, standard_cell_rows_avx2, NULL,
+                                         FL_TILE_ROWS_MAX, 8, 1, "avx2"};
 static const fl_simd_table avx512_table = {tile_avx512, pair_avx512, sigmoid_avx2, tanh_avx2,
-                                           standard_cell_avx512, gates_cell_avx512,
+                                           standard_cell_avx512, NULL, gates_cell_avx512,
                                            FL_TILE_ROWS_MAX, 16, 1, "avx512"};
 #endif
 

@@ -65,7 +65,8 @@ void fl_activate(fl_activation act, float *v, int n)
     }
 }
 
-/* The fused cell update for one row and hidden units [j0, j1).
+/* The fused cell update for one row and hidden units [j0, j1), any cell options (update_rows
+ * gives the standard cell to the SIMD table's kernel when there is one).
  *   pre : (4H) recurrent term R.h on entry; used as scratch, gates i, f, g, o
  *   gx  : (4H) input term W.x
  *   c   : (H)  cell state, updated in place
@@ -81,11 +82,6 @@ static void cell_rows(const fl_cell *p, const float *gx, float *pre, float *c, f
                 *bo = p->bias + 3 * H + j0;
     float *cc = c + j0, *hh = h + j0;
     int j;
-
-    if (p->standard && fl_simd()->standard_cell) {
-        fl_simd()->standard_cell(gx, p->bias, pre, c, h, H, j0, j1);
-        return;
-    }
 
     for (j = 0; j < n; j++) {
         pi[j] += xi[j] + bi[j];
@@ -237,28 +233,26 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, O = p->output_size;
-    const int together = nb > 1 && p->standard && cx->simd->standard_cell_rows;
+    const int simd_cell = p->standard && cx->simd->standard_cell != NULL;
     const float *gx[FL_TILE_ROWS_MAX];
     float *pre[FL_TILE_ROWS_MAX], *c[FL_TILE_ROWS_MAX], *h[FL_TILE_ROWS_MAX];
+    ptrdiff_t row[FL_TILE_ROWS_MAX];
     int r;
     for (r = 0; r < nb; r++) {   /* row r0 + r's buffers */
         ptrdiff_t gx_row;
-        (void)data_row(cx, r0 + r, step, &gx_row);
+        row[r] = data_row(cx, r0 + r, step, &gx_row);
         gx[r] = s->gx + gx_row * cx->ld_gx;
         pre[r] = s->pre + (size_t)(r0 + r) * cx->ld_pre;
         c[r] = s->cs + (size_t)(r0 + r) * H;
         h[r] = p->w_hr ? s->hfull + (size_t)(r0 + r) * H : h_next + (size_t)(r0 + r) * O;
-        if (!together) cell_rows(p, gx[r], pre[r], c[r], h[r], j0, j1);
+        if (!simd_cell) cell_rows(p, gx[r], pre[r], c[r], h[r], j0, j1);
     }
-    /* the standard cell of a group's rows in one call, whose work then overlaps (AVX2) */
-    if (together)
-        cx->simd->standard_cell_rows(gx, p->bias, (const float *const *)pre, c, h, nb, H, j0, j1);
+    /* the standard cell: the group's rows in one call, whose work then overlaps (AVX2) */
+    if (simd_cell)
+        cx->simd->standard_cell(gx, p->bias, (const float *const *)pre, c, h, nb, H, j0, j1);
     if (!p->w_hr && s->y)
-        for (r = 0; r < nb; r++) {
-            ptrdiff_t gx_row;
-            const ptrdiff_t row = data_row(cx, r0 + r, step, &gx_row);
-            memcpy(s->y + row * s->y_ld + j0, h[r] + j0, (size_t)(j1 - j0) * sizeof(float));
-        }
+        for (r = 0; r < nb; r++)
+            memcpy(s->y + row[r] * s->y_ld + j0, h[r] + j0, (size_t)(j1 - j0) * sizeof(float));
 }
 
 /* Ask for the rows' Gx slices of units j0.. (four gates) and their output slices, which the

@@ -92,8 +92,8 @@ static void tanh_portable(float *v, int n)
 }
 
 static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmoid_portable,
-                                              tanh_portable, NULL, NULL, NULL, FL_TILE_ROWS, 8,
-                                              0, "portable"};
+                                              tanh_portable, NULL, NULL, FL_TILE_ROWS, 8, 0,
+                                              "portable"};
 
 /* ---------------------------------------------------------------- AVX2 + FMA versions */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -374,9 +374,9 @@ FL_AVX2 static FL_INLINE __m256 cell8_c(const float *gx, const float *bias, cons
  * microbenchmark, one row, cycles per 16 units: 221 as one loop with the tail's checks inside,
  * 209 with the tail apart, 157 in fours; a batch's calls have one vector a row, which now go
  * four rows at a time). */
-FL_AVX2 static void standard_cell_rows_avx2(const float *const *gx, const float *bias,
-                                            const float *const *pre, float *const *c,
-                                            float *const *h, int nb, int H, int j0, int j1)
+FL_AVX2 static void standard_cell_avx2(const float *const *gx, const float *bias,
+                                       const float *const *pre, float *const *c, float *const *h,
+                                       int nb, int H, int j0, int j1)
 {
     const int full = j0 + (j1 - j0) / 8 * 8;
     int r, j, v, n = 0, at_r[4], at_j[4];
@@ -399,12 +399,6 @@ FL_AVX2 static void standard_cell_rows_avx2(const float *const *gx, const float 
             __m256 on, c1 = cell8_c(gx[r], bias, pre[r], c[r], H, full, j1 - full, &on);
             store_n(h[r] + full, _mm256_mul_ps(on, tanh8(c1)), j1 - full);
         }
-}
-
-FL_AVX2 static void standard_cell_avx2(const float *gx, const float *bias, const float *pre,
-                                       float *c, float *h, int H, int j0, int j1)
-{
-    standard_cell_rows_avx2(&gx, bias, &pre, &c, &h, 1, H, j0, j1);
 }
 
 /* ---------------------------------------------------------------- AVX-512 versions */
@@ -636,8 +630,9 @@ FL_AVX512 static FL_INLINE __m512 cell16_h(__m512 cn, __m512 o)
 }
 
 /* The standard cell for units [j0, j1) of one row, 16 units at a time, from pre. */
-FL_AVX512 static void standard_cell_avx512(const float *gx, const float *bias, const float *pre,
-                                           float *c, float *h, int H, int j0, int j1)
+FL_AVX512 static void standard_cell_row_avx512(const float *gx, const float *bias,
+                                               const float *pre, float *c, float *h, int H,
+                                               int j0, int j1)
 {
     int j, g, v;
     /* four full vectors at a time, every first half before any second (see cell16_c) */
@@ -658,6 +653,16 @@ FL_AVX512 static void standard_cell_avx512(const float *gx, const float *bias, c
         cn = cell16_c(total, gx + j, bias + j, c + j, H, n, &o);
         store16(h + j, cell16_h(cn, o), n);
     }
+}
+
+/* ... of nb rows (the AVX-512 batches fuse the cell with the last K block, gates_cell_avx512;
+ * this serves one row, and cells outside the fused path) */
+FL_AVX512 static void standard_cell_avx512(const float *const *gx, const float *bias,
+                                           const float *const *pre, float *const *c,
+                                           float *const *h, int nb, int H, int j0, int j1)
+{
+    int r;
+    for (r = 0; r < nb; r++) standard_cell_row_avx512(gx[r], bias, pre[r], c[r], h[r], H, j0, j1);
 }
 
 /* The last K block of the recurrent tile and the standard cell, fused: the block's sums stay
@@ -695,10 +700,10 @@ FL_AVX512 static void gates_cell_avx512(const fl_fused *f)
 }
 
 static const fl_simd_table avx2_table = {tile_avx2, pair_avx2, sigmoid_avx2, tanh_avx2,
-                                         standard_cell_avx2, standard_cell_rows_avx2, NULL,
-                                         FL_TILE_ROWS_MAX, 8, 1, "avx2"};
+                                         standard_cell_avx2, NULL, FL_TILE_ROWS_MAX, 8, 1,
+                                         "avx2"};
 static const fl_simd_table avx512_table = {tile_avx512, pair_avx512, sigmoid_avx2, tanh_avx2,
-                                           standard_cell_avx512, NULL, gates_cell_avx512,
+                                           standard_cell_avx512, gates_cell_avx512,
                                            FL_TILE_ROWS_MAX, 16, 1, "avx512"};
 #endif
 

@@ -30,15 +30,10 @@ typedef void (*fl_pair_fn)(const float *wp0, const float *wp1, int K, const floa
 /* Sigmoid and tanh over n floats in place. */
 typedef void (*fl_vec_fn)(float *v, int n);
 
-/* The standard LSTM cell update for units [j0, j1) of one row (see fastlstm.c cell_rows). */
-typedef void (*fl_cell_fn)(const float *gx, const float *bias, const float *pre, float *c,
-                           float *h, int H, int j0, int j1);
-
-/* The same for nb (<= FL_TILE_ROWS_MAX) rows at once, row r's buffers at gx[r], pre[r], c[r],
- * h[r]: the results of fl_cell_fn row by row, with the rows' work overlapped. */
-typedef void (*fl_cell_rows_fn)(const float *const *gx, const float *bias,
-                                const float *const *pre, float *const *c, float *const *h,
-                                int nb, int H, int j0, int j1);
+/* The standard LSTM cell update (see fastlstm.c cell_rows) for units [j0, j1) of nb (<=
+ * FL_TILE_ROWS_MAX) rows, row r's buffers at gx[r], pre[r], c[r], h[r]. */
+typedef void (*fl_cell_fn)(const float *const *gx, const float *bias, const float *const *pre,
+                           float *const *c, float *const *h, int nb, int H, int j0, int j1);
 
 /* The last K block of a four-gate tile fused with the standard cell update (see
  * gates_cell_avx512): nb rows, row r of each buffer at r times its stride. */
@@ -62,7 +57,6 @@ typedef struct {
     fl_vec_fn sigmoid;
     fl_vec_fn tanh;
     fl_cell_fn standard_cell;  /* NULL: the generic cell_rows serves every cell */
-    fl_cell_rows_fn standard_cell_rows;  /* NULL: standard_cell row by row */
     fl_fused_fn gates_cell;    /* NULL: tile, then the cell update from pre */
     int rows;            /* batch rows per tile call */
     int units;           /* hidden units per packed block (see fl_pack) */

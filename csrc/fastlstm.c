@@ -3,7 +3,6 @@
 #include "fl_omp.h"
 #include "fl_simd.h"
 
-#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -196,8 +195,7 @@ typedef struct {
     int flip;       /* parity of this call: hidden blocks go in reverse order on the steps
                        where (step + flip) is odd (see gate_work) */
     size_t step_bytes; /* weights read every step: W_hh, and W_ih when projected by step */
-    int far;        /* the tiles of block_tiles also ask for the next slice (FL_FAR_PREFETCH_BYTES) */
-    int slice;      /* inputs a tile call of block_tiles takes (FL_K_SLICE, or all of them) */
+    int ask_ahead;  /* block_tiles asks for the weights read next into L2 (FL_L2_WEIGHT_BYTES) */
 } step_ctx;
 
 static inline int row_length(const fl_seq *s, int b)
@@ -340,54 +338,54 @@ static void row_pair(const fl_simd_table *simd, const float *wp, int K, int H, i
                    out + j1, H, j1 - j0, j2 - j1);
         return;
     }
-    simd->tile(4, wp + blk * block_floats, K, x, K, 1, out + j0, 4 * H, H, j1 - j0, 0, 0);
+    simd->tile(4, wp + blk * block_floats, K, x, K, 1, out + j0, 4 * H, H, j1 - j0, 0, FL_NO_ASK);
 }
 
-/* Weights a step reads from this size on (half of the 32 MiB L3 of the machine measured)
- * come partly from memory. Then block_tiles takes FL_K_SLICE inputs at a time, so that each
- * slice comes from memory once a step and stays in L1 for all row groups, and with inputs
- * projected step by step each tile also asks for the next slice, into L2 (measured, 1 and 2
- * threads: 24 MiB a step 2-8% faster, 32 MiB 9-10%; with 6 MiB a step, 4% slower). Below it,
- * a tile call takes all of a block's inputs, straight from L2: fewer calls and partial-sum
- * round trips (measured, six shapes from 1.5 to 15 MiB a step, 1 and 2 threads: 0.5-1.6%
- * faster each; on the large workload, 24 MiB, slices were 3-6% faster). */
-#define FL_FAR_PREFETCH_BYTES (16u << 20)
-
-/* Inputs a tile call of block_tiles takes when it slices: two of the kernel's FL_K_CHUNK
- * blocks (the sums are the same whatever the slice). */
-#define FL_K_SLICE (2 * FL_K_CHUNK)
+/* Weights a step reads beyond this many bytes do not stay in a core's L2 from one step to the
+ * next (the cores measured have 1 and 2 MiB). Beyond it a step cuts its rows by blocks at any
+ * batch (see time_loop), and block_tiles asks for the weights read next into L2 while it runs. */
+#define FL_L2_WEIGHT_BYTES (2u << 20)
 
 /* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
- * ([k][4][U], K inputs), cx->slice inputs at a time over all groups: with FL_K_SLICE, each
- * slice of weights (FL_K_SLICE x 4 gates x U floats: 32 KiB for U = 16) comes from memory
- * once a step and stays in L1 for the other groups (see FL_FAR_PREFETCH_BYTES). */
+ * ([k][4][U], K inputs), one tile call a group. The first group reads the block from L3 (or
+ * memory) and leaves it in L2 for the others. With cx->ask_ahead, the groups after the first
+ * ask for `next` (the weights the step reads after these) into L2, each an equal share of its
+ * lines, spread by the tile over its inputs: the next block then comes from L3 while this one
+ * is multiplied from L2, instead of when the next first group waits on it. (Measured, Intel
+ * Xeon with 2 MiB L2, in-process alternations: batch 1.06-1.08x faster on 1 and 2 threads;
+ * large 1.19-1.22x, against tiles of 128 inputs over all groups, each slice from L3 once and
+ * then L1, that this replaced. Weights that fit L2, stack workload: 1-4% slower, so not there;
+ * with one group, deepbench: no gain, so not there either.) */
 static void block_tiles(const step_ctx *cx, work_share w, int active, const float *wq, int K,
-                        const float *x, int x_ld, float *out, int out_ld, int width)
+                        const float *x, int x_ld, float *out, int out_ld, int width,
+                        fl_l2_ask next)
 {
-    const int H = cx->p->hidden_size, U = cx->simd->units;
-    int g, k0, r0, nb;
-    for (k0 = 0; k0 < K; k0 += cx->slice) {
-        const int kc = K - k0 < cx->slice ? K - k0 : cx->slice;
-        const float *wk = wq + (size_t)k0 * 4 * U;
-        for (g = -1; next_group(w, active, &g, &r0, &nb);) {
-            cx->simd->tile(4, wk, kc, x + (size_t)r0 * x_ld + k0, x_ld, nb,
-                           out + (size_t)r0 * out_ld, out_ld, H, width, k0 > 0,
-                           cx->far ? FL_K_SLICE * 4 * U : 0);
+    const int H = cx->p->hidden_size;
+    int g, r0, nb, j, n = 0;
+    if (cx->ask_ahead && next.lines > 0)
+        for (g = -1; next_group(w, active, &g, &r0, &nb);) n++;
+    for (g = -1, j = 0; next_group(w, active, &g, &r0, &nb); j++) {
+        fl_l2_ask ask = FL_NO_ASK;
+        if (n > 1 && j > 0) {
+            const long a = (long)next.lines * (j - 1) / (n - 1), b = (long)next.lines * j / (n - 1);
+            ask.from = next.from + a * 16, ask.lines = (int)(b - a);
         }
+        cx->simd->tile(4, wq, K, x + (size_t)r0 * x_ld, x_ld, nb, out + (size_t)r0 * out_ld,
+                       out_ld, H, width, 0, ask);
     }
 }
 
 /* Gx rows of this step for block q (units q*U..) = x_t . W_ih^T, for the share's row groups,
- * FL_K_CHUNK inputs at a time over all groups like the recurrent tiles; the rows are those
+ * like the recurrent tiles, asking for `next` meanwhile (see block_tiles); the rows are those
  * gather_inputs put in s->xc. The sums are the tile kernel's, as in input_tiles, so a row's
  * Gx has the same bits whichever way it was projected. */
-static void input_step(const step_ctx *cx, int q, int active, work_share w)
+static void input_step(const step_ctx *cx, int q, int active, work_share w, fl_l2_ask next)
 {
     const fl_cell *p = cx->p;
     const int H = p->hidden_size, I = p->input_size, U = cx->simd->units;
     const int j0 = q * U, width = j0 + U < H ? U : H - j0;
     block_tiles(cx, w, active, p->w_ih_packed + (size_t)q * I * 4 * U, I, cx->s->xc, I,
-                cx->s->gx + j0, cx->ld_gx, width);
+                cx->s->gx + j0, cx->ld_gx, width, next);
 }
 
 /* x rows [r0, r1) of this step into s->xc, in working order. */
@@ -409,7 +407,8 @@ static void gather_inputs(const step_ctx *cx, int step, int r0, int r1)
  * block_tiles then update_rows; 2-4% faster on the batch, large and stack shapes (the sums of
  * the last block and the gates never go through memory, one call a group instead of a row). */
 static void recurrent_fused(const step_ctx *cx, int step, int active, work_share w,
-                            const float *wq, const float *h_prev, float *h_next, int j0, int j1)
+                            const float *wq, const float *h_prev, float *h_next, int j0, int j1,
+                            fl_l2_ask next)
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
@@ -420,7 +419,7 @@ static void recurrent_fused(const step_ctx *cx, int step, int active, work_share
     fl_fused f;
     int g, r, r0, nb;
     if (klast > 0)
-        block_tiles(cx, w, active, wq, klast, h_prev, O, s->pre + j0, cx->ld_pre, j1 - j0);
+        block_tiles(cx, w, active, wq, klast, h_prev, O, s->pre + j0, cx->ld_pre, j1 - j0, next);
     f.wp = wq + (size_t)klast * 4 * U, f.K = O - klast, f.x_ld = O;
     f.pre_ld = cx->ld_pre, f.add = klast > 0, f.gx_ld = cx->ld_gx, f.bias = p->bias + j0;
     f.c_ld = H, f.h_ld = p->w_hr ? H : O, f.H = H, f.width = j1 - j0;
@@ -483,16 +482,26 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
     }
     for (i = w.q0; i < w.q1; i++) {
         const int q = reverse ? w.q1 - 1 - (i - w.q0) : i;
+        const int qn = reverse ? q - 1 : q + 1;   /* the next block, when i + 1 < w.q1 */
         const int j0 = q * U;
         const int j1 = j0 + U < H ? j0 + U : H;
         const float *wq = p->w_hh_packed + q * block_floats;
+        const size_t ih_floats = (size_t)p->input_size * 4 * U;
+        /* the weights read next, asked for meanwhile (see block_tiles): after this block's
+         * W_ih its W_hh, after its W_hh the next block's W_ih (or W_hh, inputs projected
+         * first); after the share's last block none (the next step starts with it) */
+        fl_l2_ask ih_next = {wq, (int)(block_floats / 16)}, hh_next = FL_NO_ASK;
+        if (i + 1 < w.q1) {
+            if (cx->by_step) hh_next.from = p->w_ih_packed + qn * ih_floats, hh_next.lines = (int)(ih_floats / 16);
+            else hh_next.from = wq + (qn - q) * (ptrdiff_t)block_floats, hh_next.lines = ih_next.lines;
+        }
         for (g = -1; next_group(w, active, &g, &r0, &nb);) prefetch_rows(cx, step, r0, nb, j0);
-        if (cx->by_step) input_step(cx, q, active, w);
+        if (cx->by_step) input_step(cx, q, active, w, ih_next);
         if (cx->fused) {
-            recurrent_fused(cx, step, active, w, wq, h_prev, h_next, j0, j1);
+            recurrent_fused(cx, step, active, w, wq, h_prev, h_next, j0, j1, hh_next);
             continue;
         }
-        block_tiles(cx, w, active, wq, O, h_prev, O, s->pre + j0, cx->ld_pre, j1 - j0);
+        block_tiles(cx, w, active, wq, O, h_prev, O, s->pre + j0, cx->ld_pre, j1 - j0, hh_next);
         for (g = -1; next_group(w, active, &g, &r0, &nb);)
             update_rows(cx, step, r0, nb, j0, j1, h_next);
     }
@@ -513,7 +522,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
         for (g = -1; next_group(w, active, &g, &r0, &nb);) {
             cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * U, H,
                            s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
-                           j1 - j0, 0, 0);
+                           j1 - j0, 0, FL_NO_ASK);
             for (r = r0; r < r0 + nb; r++) {
                 float *hr = h_next + (size_t)r * O;
                 if (p->has_proj_clip)
@@ -540,12 +549,11 @@ static inline void barrier(int nth)
 
 /* Batches this large per thread are cut by rows: each thread runs the whole time loop for its
  * own row groups with no barrier at all. Below it, each step is cut by hidden blocks, with a
- * barrier per step. Weights read every step beyond FL_ROW_SPLIT_MAX_WEIGHT_BYTES are cut by
+ * barrier per step. Weights read every step beyond FL_L2_WEIGHT_BYTES are cut by
  * blocks at any batch: they do not fit a core's L2, and with rows cut every core would stream
  * all of them from L3 each step, with blocks cut its share (measured, 2 threads: large workload
  * 28 -> 20 ms, varlen 14.5 -> 13.3 ms, batch unchanged). */
 #define FL_ROWS_PER_THREAD_FOR_ROW_SPLIT 8
-#define FL_ROW_SPLIT_MAX_WEIGHT_BYTES (2u << 20)
 
 /* The whole time loop, run by each of nth threads (nth == 1: plain serial code, no OpenMP
  * call at all, which is what a forked child needs). h ping-pongs between s->hs and s->hs2:
@@ -559,7 +567,7 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
     const int blocks = (H + U - 1) / U;
     const int out_blocks = (O + U - 1) / U;
     const int by_rows = nth > 1 && s->batch >= FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * nth
-                        && cx->step_bytes < FL_ROW_SPLIT_MAX_WEIGHT_BYTES;
+                        && cx->step_bytes < FL_L2_WEIGHT_BYTES;
     float *h_prev = s->hs, *h_next = s->hs2;
     int active = s->batch, step;
     work_share cut;
@@ -652,7 +660,7 @@ static void input_tiles(const fl_cell *p, const float *x, int x_ld, long rows, f
         const int j0 = q * U;
         const int width = j0 + U < H ? U : H - j0;
         simd->tile(4, p->w_ih_packed + q * block_floats, I, x + r0 * x_ld, x_ld, nb,
-                   gx + r0 * G + j0, G, H, width, 0, 0);
+                   gx + r0 * G + j0, G, H, width, 0, FL_NO_ASK);
     }
 }
 
@@ -770,8 +778,7 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.flip = (int)(__atomic_fetch_add(&fl_calls, 1u, __ATOMIC_RELAXED) & 1u);
     cx.step_bytes = ((size_t)O + (cx.by_step ? p->input_size : 0)) * 4 * (size_t)H
                     * sizeof(float);
-    cx.far = cx.by_step && cx.step_bytes >= FL_FAR_PREFETCH_BYTES;
-    cx.slice = cx.step_bytes >= FL_FAR_PREFETCH_BYTES ? FL_K_SLICE : INT_MAX;
+    cx.ask_ahead = cx.step_bytes >= FL_L2_WEIGHT_BYTES;
     cx.ld_pre = (int)G + FL_ROW_PAD;
     cx.ld_gx = cx.by_step ? (int)G + FL_ROW_PAD : (int)G;
     if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;

@@ -30,6 +30,39 @@
         for (kc = (K) - k0 < FL_K_CHUNK ? (K) - k0 : FL_K_CHUNK, add = (accumulate) || k0 > 0; \
              kc > 0; kc = 0)
 
+/* An L2 ask (fl_l2_ask) spread evenly over a tile call's K inputs: the K block [k0, k0 + kc)
+ * takes its share of the call's `total` lines, per_k lines an input (at most 4, one input's
+ * weights) for its first `asking` inputs. `from` moves on past what the block asked for. */
+typedef struct {
+    const float *next;
+    int per_k, asking;
+} l2_share;
+
+static inline l2_share l2_block_share(const float **from, int total, int k0, int kc, int K)
+{
+    const int lines = (int)(((long)total * (k0 + kc) + K - 1) / K - ((long)total * k0 + K - 1) / K);
+    const int want = (lines + kc - 1) / kc;
+    l2_share sh;
+    sh.next = *from;
+    sh.per_k = want > 4 ? 4 : want;
+    sh.asking = sh.per_k ? (lines + sh.per_k - 1) / sh.per_k : 0;
+    if (sh.asking > kc) sh.asking = kc;
+    if (sh.per_k) *from += (size_t)sh.per_k * sh.asking * 16;
+    return sh;
+}
+
+/* Input k's part of the share: prefetches into L2 (T1), not into L1, where the tile's own
+ * weights are. Always inlined into the tiles' input loops. */
+static inline __attribute__((always_inline)) void l2_ask_input(l2_share *sh, int k)
+{
+    if (k >= sh->asking) return;
+    __builtin_prefetch(sh->next, 0, 2);
+    if (sh->per_k > 1) __builtin_prefetch(sh->next + 16, 0, 2);
+    if (sh->per_k > 2) __builtin_prefetch(sh->next + 32, 0, 2);
+    if (sh->per_k > 3) __builtin_prefetch(sh->next + 48, 0, 2);
+    sh->next += 16 * sh->per_k;
+}
+
 /* ---------------------------------------------------------------- portable versions */
 
 static void tile_block_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
@@ -56,10 +89,10 @@ static void tile_block_portable(int M, const float *wp, int K, const float *x, i
 
 static void tile_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
                           float *out, int out_ld, int m_stride, int width, int accumulate,
-                          int far)
+                          fl_l2_ask ask)
 {
     int k0, kc, add;
-    (void)far;
+    (void)ask;
     FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add)
         tile_block_portable(M, wp + (size_t)k0 * M * FL_TILE_UNITS, kc, x + k0, x_ld, nb, out,
                             out_ld, m_stride, width, add);
@@ -68,8 +101,8 @@ static void tile_portable(int M, const float *wp, int K, const float *x, int x_l
 static void pair_portable(const float *wp0, const float *wp1, int K, const float *x,
                           float *out0, float *out1, int m_stride, int width0, int width1)
 {
-    tile_portable(4, wp0, K, x, 0, 1, out0, 0, m_stride, width0, 0, 0);
-    tile_portable(4, wp1, K, x, 0, 1, out1, 0, m_stride, width1, 0, 0);
+    tile_portable(4, wp0, K, x, 0, 1, out0, 0, m_stride, width0, 0, FL_NO_ASK);
+    tile_portable(4, wp1, K, x, 0, 1, out1, 0, m_stride, width1, 0, FL_NO_ASK);
 }
 
 static void sigmoid_portable(float *v, int n)
@@ -106,9 +139,8 @@ static const fl_simd_table portable_table = {tile_portable, pair_portable, sigmo
  * faster on the batch, large and deepbench workloads; AVX2 on the same machine: deepbench
  * 24%, batch 16 with hidden 1024 17%, large 5%, batch 2%). Past the end of a block they ask
  * for the next block, the next in line. In the one-row pair kernels it made things slower.
- * With `far`, the AVX-512 tile also asks for the weights `far` floats ahead into L2 (see
- * FL_FAR_PREFETCH_BYTES in fastlstm.c): four more prefetches an input, which cost more than
- * they save when the weights come from L3 anyway. */
+ * An L2 ask (fl_l2_ask, see block_tiles in fastlstm.c) reaches further: the next block, into
+ * L2, while this one is multiplied. */
 #define FL_PREFETCH_AHEAD 2048
 
 /* The activation polynomials, one table for the 256- and the 512-bit versions, which must give
@@ -174,7 +206,8 @@ FL_AVX2 static inline void put_n(float *dst, __m256 v, int n, int add)
  * batch workload with FASTLSTM_SIMD=avx2 on one thread 109 -> 89 ms. */
 FL_AVX2 static FL_INLINE void gates_block_avx2(const int NB, const int G, const float *wp,
                                                int K, const float *x, int x_ld, float *out,
-                                               int out_ld, int m_stride, int width, int add)
+                                               int out_ld, int m_stride, int width, int add,
+                                               l2_share *ask)
 {
     int g0, k, r, m;
 #pragma GCC unroll 2
@@ -192,6 +225,7 @@ FL_AVX2 static FL_INLINE void gates_block_avx2(const int NB, const int G, const 
             if (g0 == 0) {
                 _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD), _MM_HINT_T0);
                 _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 16), _MM_HINT_T0);
+                l2_ask_input(ask, k);
             }
 #pragma GCC unroll 6
             for (r = 0; r < NB; r++) {
@@ -230,15 +264,15 @@ FL_AVX2 static FL_INLINE void single_block_avx2(const int NB, const float *wp, i
 
 FL_AVX2 static void tile_avx2(int M, const float *wp, int K, const float *x, int x_ld, int nb,
                               float *out, int out_ld, int m_stride, int width, int accumulate,
-                              int far)
+                              fl_l2_ask ask)
 {
     int k0, kc, add;
-    (void)far;   /* (the AVX2 tile has no far prefetch) */
     FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add) {
         const float *xk = x + k0, *wk = wp + (size_t)k0 * M * FL_TILE_UNITS;
         if (M == 4) {
+            l2_share sh = l2_block_share(&ask.from, ask.lines, k0, kc, K);
 #define FL_GATES(NB) \
-    gates_block_avx2(NB, NB > 3 ? 2 : 4, wk, kc, xk, x_ld, out, out_ld, m_stride, width, add)
+    gates_block_avx2(NB, NB > 3 ? 2 : 4, wk, kc, xk, x_ld, out, out_ld, m_stride, width, add, &sh)
             FL_ROWS_CASES(FL_GATES)
 #undef FL_GATES
         } else {
@@ -436,7 +470,7 @@ FL_AVX512 static FL_INLINE void put16(float *dst, __m512 v, __mmask16 n, int add
 /* One K block of the four-gate tile for NB rows (a compile-time constant after inlining:
  * the accumulators live in registers). wp: [k][4 gates][16]. */
 FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp, int K,
-                                                  const float *x, int x_ld, int far,
+                                                  const float *x, int x_ld, l2_share *ask,
                                                   __m512 acc[6][4])
 {
     int k, r, m;
@@ -450,12 +484,7 @@ FL_AVX512 static FL_INLINE void gates_sums_avx512(const int NB, const float *wp,
         _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 16), _MM_HINT_T0);
         _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 32), _MM_HINT_T0);
         _mm_prefetch((const char *)(w + FL_PREFETCH_AHEAD + 48), _MM_HINT_T0);
-        if (far) {
-            _mm_prefetch((const char *)(w + far), _MM_HINT_T1);
-            _mm_prefetch((const char *)(w + far + 16), _MM_HINT_T1);
-            _mm_prefetch((const char *)(w + far + 32), _MM_HINT_T1);
-            _mm_prefetch((const char *)(w + far + 48), _MM_HINT_T1);
-        }
+        l2_ask_input(ask, k);
         for (r = 0; r < NB; r++) {
             const __m512 h = _mm512_set1_ps(x[(size_t)r * x_ld + k]);
             acc[r][0] = _mm512_fmadd_ps(w0, h, acc[r][0]);
@@ -485,12 +514,13 @@ FL_AVX512 static FL_INLINE void gates_put_avx512(const int NB, __m512 acc[6][4],
 FL_AVX512 static FL_INLINE void gates_tile_avx512(const int NB, const float *wp, int K,
                                                   const float *x, int x_ld, float *out,
                                                   int out_ld, int m_stride, __mmask16 n,
-                                                  int accumulate, int far)
+                                                  int accumulate, fl_l2_ask ask)
 {
     __m512 acc[6][4];
     int k0, kc, add;
     FL_FOR_K_BLOCKS(K, accumulate, k0, kc, add) {
-        gates_sums_avx512(NB, wp + (size_t)k0 * 64, kc, x + k0, x_ld, far, acc);
+        l2_share sh = l2_block_share(&ask.from, ask.lines, k0, kc, K);
+        gates_sums_avx512(NB, wp + (size_t)k0 * 64, kc, x + k0, x_ld, &sh, acc);
         if (n == 0xFFFF) gates_put_avx512(NB, acc, out, out_ld, m_stride, 0xFFFF, add);
         else gates_put_avx512(NB, acc, out, out_ld, m_stride, n, add);
     }
@@ -514,12 +544,12 @@ FL_AVX512 static FL_INLINE void single_block_avx512(const int NB, const float *w
 
 FL_AVX512 static void tile_avx512(int M, const float *wp, int K, const float *x, int x_ld,
                                   int nb, float *out, int out_ld, int m_stride, int width,
-                                  int accumulate, int far)
+                                  int accumulate, fl_l2_ask ask)
 {
     const __mmask16 n = lanes(width);
     int k0, kc, add;
     if (M == 4) {
-#define FL_GATES(NB) gates_tile_avx512(NB, wp, K, x, x_ld, out, out_ld, m_stride, n, accumulate, far)
+#define FL_GATES(NB) gates_tile_avx512(NB, wp, K, x, x_ld, out, out_ld, m_stride, n, accumulate, ask)
         FL_ROWS_CASES(FL_GATES)
 #undef FL_GATES
         return;
@@ -672,8 +702,9 @@ FL_AVX512 static void standard_cell_avx512(const float *const *gx, const float *
 FL_AVX512 static FL_INLINE void gates_cell_rows(const int NB, const fl_fused *f, __mmask16 n)
 {
     __m512 acc[6][4], cn[6], o[6];
+    l2_share none = {NULL, 0, 0};
     int r, g;
-    gates_sums_avx512(NB, f->wp, f->K, f->x, f->x_ld, 0, acc);
+    gates_sums_avx512(NB, f->wp, f->K, f->x, f->x_ld, &none, acc);
     for (r = 0; r < NB; r++) {
         const float *pre = f->pre + (size_t)r * f->pre_ld;
         __m512 total[4];

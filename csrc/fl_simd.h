@@ -16,11 +16,18 @@
 
 /* out[r*out_ld + m*m_stride + u] (+)= sum_k wp[(k*M + m)*units + u] * x[r*x_ld + k]
  * for m < M (1 or 4), r < nb (<= the table's rows), u < width (<= units); with `accumulate`
- * the sum is added to out's values. `far` > 0 also asks for the weights that many floats
- * ahead, into L2 (a hint the AVX-512 four-gate tile takes; see block_tiles). */
+ * the sum is added to out's values. `ask`: weights to bring into L2 meanwhile (a hint that
+ * the AVX2 and AVX-512 four-gate tiles take, spread evenly over their inputs, at most four
+ * lines an input; see block_tiles). */
+typedef struct {
+    const float *from;   /* weights to ask for into L2 while a tile runs */
+    int lines;           /* how many 64-byte lines (16 floats) of them from `from` on; 0: none */
+} fl_l2_ask;
+#define FL_NO_ASK ((fl_l2_ask){NULL, 0})
+
 typedef void (*fl_tile_fn)(int M, const float *wp, int K, const float *x, int x_ld, int nb,
                            float *out, int out_ld, int m_stride, int width, int accumulate,
-                           int far);
+                           fl_l2_ask ask);
 
 /* The 4-gate tile for one row and two blocks of units (wp0, wp1), same results as two
  * tile calls with M = 4 and nb = 1. */

@@ -367,7 +367,8 @@ static void block_tiles(const step_ctx *cx, work_share w, int active, const floa
     for (g = -1, j = 0; next_group(w, active, &g, &r0, &nb); j++) {
         fl_l2_ask ask = FL_NO_ASK;
         if (n > 1 && j > 0) {
-            const long a = (long)next.lines * (j - 1) / (n - 1), b = (long)next.lines * j / (n - 1);
+            long a, b;
+            my_range(next.lines, j - 1, n - 1, &a, &b);
             ask.from = next.from + a * 16, ask.lines = (int)(b - a);
         }
         cx->simd->tile(4, wq, K, x + (size_t)r0 * x_ld, x_ld, nb, out + (size_t)r0 * out_ld,

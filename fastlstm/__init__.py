@@ -8,12 +8,12 @@ handed that framework's object.
 __version__ = "0.1.0"
 
 from . import reference
+from .inspection import inspect
 from .io import load
 from .models import LSTM, LSTMCell
 from .pool import StreamPool
 from .runtime import get_num_threads, set_num_threads, show_config
 from .streams import Stream
 
-__all__ = ["LSTM", "LSTMCell", "Stream", "StreamPool", "load", "get_num_threads",
-           "set_num_threads",
-           "show_config", "reference", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "Stream", "StreamPool", "inspect", "load", "get_num_threads",
+           "set_num_threads", "show_config", "reference", "__version__"]

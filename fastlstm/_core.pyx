@@ -237,27 +237,55 @@ cdef class CellKernel:
                 a.flags.writeable = False
 
 
-cdef tuple _workspace_floats(list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact):
-    """Floats of a Workspace's gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc for a run of these
-    layers over `rows` (b, t) rows and `batch` sequences."""
-    cdef Py_ssize_t G = 0, H = 0, O = 0, W = 0, widest_in
+cdef class Plan:
+    """How a call of one shape runs, decided once (``plan``): whether the inputs are projected
+    step by step, whether only the valid rows are projected (with lengths), the threads, and
+    every scratch buffer's size. Workspaces are sized from it and runners follow it."""
+    cdef readonly Py_ssize_t batch, steps
+    cdef readonly bint lengths, stepwise, by_step, compact
+    cdef readonly int threads
+    cdef readonly tuple floats   # gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
+    cdef readonly Py_ssize_t nbytes
+    cdef readonly Py_ssize_t projected_rows, gates   # the input projection's buffer
+
+    def __repr__(self):
+        return (f"Plan(batch={self.batch}, steps={self.steps}, lengths={self.lengths}, "
+                f"stepwise={self.stepwise}, by_step={self.by_step}, compact={self.compact}, "
+                f"threads={self.threads}, nbytes={self.nbytes})")
+
+
+def plan(list layers, Py_ssize_t batch, Py_ssize_t steps, bint lengths, bint stepwise,
+         int threads):
+    """The plan of a run of these layers (per layer, a list of CellKernel) over `batch`
+    sequences of `steps` steps, with or without lengths, stepwise (each row's result
+    independent of the batch: streams, pools) or not, on `threads` threads."""
+    cdef Plan p = Plan.__new__(Plan)
+    cdef Py_ssize_t G = 0, H = 0, O = 0, W = 0, widest_in, rows = batch * steps, n_between
+    p.batch, p.steps, p.lengths, p.stepwise, p.threads = batch, steps, lengths, stepwise, threads
+    p.by_step = batch <= 2147483647 and fl_projects_by_step(<int>batch)
+    # with lengths, only the valid rows are projected, packed sequence after sequence
+    p.compact = lengths and not stepwise and not p.by_step and batch > 0
     for directions in layers:
         for k in directions:
-            G = max(G, 4 * k.hidden_size)
-            H = max(H, k.hidden_size)
-            O = max(O, k.output_size)
-        W = max(W, len(directions) * directions[0].output_size)
-    widest_in = max(max(d[0].input_size for d in layers), W)
-    # With fl_projects_by_step(batch) the input projection needs one step's rows only.
-    projected = 0 if projects_by_step(batch) else rows
+            G = max(G, 4 * (<CellKernel>k).hidden_size)
+            H = max(H, (<CellKernel>k).hidden_size)
+            O = max(O, (<CellKernel>k).output_size)
+        W = max(W, len(directions) * (<CellKernel>directions[0]).output_size)
+    widest_in = max((<CellKernel>layers[0][0]).input_size, W)
     # Layer outputs alternate between two buffers; the last layer writes to the caller's y.
     n_between = rows * W if len(layers) > 1 else 0
-    return (max(projected * G, batch * (G + FL_ROW_PAD), 1), max(batch * (G + FL_ROW_PAD), 1),
-            max(batch * O, 1), max(batch * O, 1), max(batch * H, 1), max(batch * H, 1),
-            max(n_between, 1), max(n_between if len(layers) > 2 else 0, 1),
-            # with lengths, the valid rows of each layer's input, packed (see fl_seq.gx_start);
-            # at least one step's rows, which a batch projected step by step gathers there
-            max(max(rows if compact else 0, batch) * widest_in, 1))
+    # the input projection: one step's rows when projected step by step, else all rows
+    p.projected_rows, p.gates = (batch if p.by_step else rows), G
+    p.floats = (
+        max(batch * (G + FL_ROW_PAD) if p.by_step else rows * G, batch * (G + FL_ROW_PAD), 1),
+        max(batch * (G + FL_ROW_PAD), 1),
+        max(batch * O, 1), max(batch * O, 1), max(batch * H, 1), max(batch * H, 1),
+        max(n_between, 1), max(n_between if len(layers) > 2 else 0, 1),
+        # with compact, the valid rows of each layer's input, packed (see fl_seq.gx_start);
+        # at least one step's rows, which a batch projected step by step gathers there
+        max(max(rows if p.compact else 0, batch) * widest_in, 1))
+    p.nbytes = 4 * sum(p.floats)
+    return p
 
 
 cdef inline float *_data(cnp.ndarray a):
@@ -268,29 +296,25 @@ cdef inline float *_data(cnp.ndarray a):
 
 @cython.auto_pickle(False)
 cdef class Workspace:
-    """Scratch buffers for runs of up to `rows` (b, t) rows and `batch` sequences.
-
-    A stream keeps one so that a step allocates nothing but its output; a model keeps a few
-    for its calls (see _Stack._take_workspace in models.py), reused by any later call they fit.
-    """
+    """Scratch buffers of the sizes a plan asks for; any plan it ``fits`` may use them."""
     cdef readonly cnp.ndarray gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
-    cdef readonly Py_ssize_t rows, batch, nbytes
+    cdef readonly tuple floats
+    cdef readonly Py_ssize_t nbytes
 
-    def __init__(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
-        n = _workspace_floats(layers, rows, batch, compact)
-        self.rows, self.batch, self.nbytes = rows, batch, 4 * sum(n)
+    def __init__(self, Plan plan):
+        n = plan.floats
+        self.floats, self.nbytes = n, plan.nbytes
         self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull = [
             _aligned_empty(k) for k in n[:6]]
         self.buf_a, self.buf_b, self.xc = [np.empty(k, np.float32) for k in n[6:]]
 
-    def fits(self, list layers, Py_ssize_t rows, Py_ssize_t batch, bint compact=False):
-        """Whether a run of these layers over `rows` rows and `batch` sequences can use these
-        buffers."""
-        have = (self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull, self.buf_a,
-                self.buf_b, self.xc)
-        return (rows <= self.rows and batch <= self.batch and
-                all(a.shape[0] >= n
-                    for a, n in zip(have, _workspace_floats(layers, rows, batch, compact))))
+    def fits(self, Plan plan):
+        """Whether a run following ``plan`` can use these buffers."""
+        cdef Py_ssize_t k
+        for k in range(9):
+            if <Py_ssize_t>plan.floats[k] > <Py_ssize_t>self.floats[k]:
+                return False
+        return True
 
 
 cdef const float *_opt_ptr(object a) except? NULL:
@@ -302,18 +326,30 @@ cdef const float *_opt_ptr(object a) except? NULL:
     return &v[0, 0] if v.shape[0] * v.shape[1] > 0 else NULL
 
 
-cdef class Plan:
-    """One run of a stack, resolved to C descriptions once: per (layer, direction) its cell and
-    its sequence arguments (state, workspace, lengths). ``run`` fills in x and y and executes
-    every layer without the GIL. A stream keeps its plan, so a step costs two pointers."""
+cdef unsigned long long _executions = 0
+
+
+def executions():
+    """How many runs (each over all layers of one batch) this process has made: what a test
+    counts to see that a pool step is one native call."""
+    return _executions
+
+
+cdef class Runner:
+    """A plan resolved to C descriptions on one workspace: per (layer, direction) its cell and
+    its sequence arguments. ``run`` fills in x, y, the states and the lengths and executes
+    every layer without the GIL. A stream keeps a runner bound to its state
+    (``bind_state``), so a step costs two pointers."""
     cdef fl_cell *cells
     cdef fl_seq *seqs
     cdef int n, n_layers
     cdef int *directions
-    cdef Py_ssize_t batch, steps, in_width, out_width
+    cdef Py_ssize_t in_width, out_width
     cdef bint batch_first
     cdef bint uses_blas   # sgemm projects the inputs: hold OpenBLAS to one thread meanwhile
-    cdef object keep
+    cdef readonly Plan plan
+    cdef readonly Workspace workspace
+    cdef object kernels, bound
 
     def __cinit__(self, list layers, *args, **kwargs):
         cdef Py_ssize_t n = sum(len(d) for d in layers)
@@ -328,47 +364,31 @@ cdef class Plan:
         PyMem_Free(self.seqs)
         PyMem_Free(self.directions)
 
-    def __init__(self, list layers, Py_ssize_t batch, Py_ssize_t steps, bint batch_first,
-                 list h0, list c0, list hn, list cn, object lengths, object order,
-                 Workspace ws, bint stepwise, object gx_start=None):
+    def __init__(self, list layers, Plan plan, bint batch_first, Workspace ws):
         cdef fl_seq base
-        cdef const int[::1] lengths_v, order_v
-        cdef const long long[::1] start_v
         cdef CellKernel kern
         cdef Py_ssize_t l, d, k = 0, D
         cdef float *yout
-        cdef const float *xin = NULL
         cdef int x_ld
-        compact = gx_start is not None and batch > 0 and not stepwise
-        if not ws.fits(layers, batch * steps, batch, compact):
-            raise ValueError("workspace too small")
-        self.keep = (layers, ws, h0, c0, hn, cn, lengths, order)
+        if not ws.fits(plan):
+            raise ValueError("workspace too small for the plan")
+        self.kernels, self.plan, self.workspace, self.bound = layers, plan, ws, None
         self.n_layers = <int>len(layers)
-        self.batch, self.steps, self.batch_first = batch, steps, batch_first
+        self.batch_first = batch_first
         self.in_width = (<CellKernel>layers[0][0]).input_size
         last = layers[len(layers) - 1]  # (no negative indexing: wraparound is off)
         self.out_width = len(last) * (<CellKernel>last[0]).output_size
 
         memset(&base, 0, sizeof(fl_seq))
-        base.steps = <int>steps
-        base.batch = <int>batch
-        base.row_b = steps if batch_first else 1
-        base.row_t = 1 if batch_first else batch
-        if lengths is not None:
-            lengths_v, order_v = lengths, order
-            if lengths_v.shape[0] != batch or order_v.shape[0] != batch:
-                raise ValueError("lengths and order must have one entry per sequence")
-            if batch:
-                base.lengths, base.order = &lengths_v[0], &order_v[0]
-            if compact:
-                start_v = gx_start
-                if start_v.shape[0] != batch:
-                    raise ValueError("gx_start needs one entry per sequence")
-                base.gx_start = &start_v[0]
+        base.steps = <int>plan.steps
+        base.batch = <int>plan.batch
+        base.row_b = plan.steps if batch_first else 1
+        base.row_t = 1 if batch_first else plan.batch
         base.xc, base.gx, base.pre = _data(ws.xc), _data(ws.gx), _data(ws.pre)
         base.cs, base.hs, base.hs2 = _data(ws.cs), _data(ws.hs), _data(ws.hs2)
-        base.input_by_tiles = stepwise
-        self.uses_blas = not stepwise and fl_blas_used()
+        base.input_by_tiles = plan.stepwise
+        base.num_threads = plan.threads
+        self.uses_blas = not plan.stepwise and fl_blas_used()
         x_ld = <int>self.in_width
         for l in range(self.n_layers):
             D = len(layers[l])
@@ -378,26 +398,43 @@ cdef class Plan:
                 kern = <CellKernel>layers[l][d]
                 self.cells[k] = kern.cell
                 self.seqs[k] = base
-                self.seqs[k].x = xin          # layer 0: set by run()
+                self.seqs[k].x = NULL if l == 0 else _data(ws.buf_b if l % 2 == 0 else ws.buf_a)
                 self.seqs[k].x_ld = x_ld
                 self.seqs[k].y = NULL if yout == NULL else yout + d * kern.output_size
                 self.seqs[k].y_ld = <int>(D * kern.output_size)
                 self.seqs[k].reverse = d == 1
                 self.seqs[k].hfull = _data(ws.hfull) if kern.w_hr is not None else NULL
-                self.seqs[k].h0 = _opt_ptr(h0[k])
-                self.seqs[k].c0 = _opt_ptr(c0[k])
-                self.seqs[k].hn = <float *>_opt_ptr(hn[k])
-                self.seqs[k].cn = <float *>_opt_ptr(cn[k])
                 k += 1
-            xin = yout
             x_ld = <int>(D * (<CellKernel>layers[l][0]).output_size)
         self.n = <int>k
 
-    def run(self, const float[:, :, ::1] x, float[:, :, ::1] y, int num_threads):
+    cdef int _bind(self, list h0, list c0, list hn, list cn) except -1:
+        cdef int k
+        for k in range(self.n):
+            self.seqs[k].h0 = _opt_ptr(h0[k])
+            self.seqs[k].c0 = _opt_ptr(c0[k])
+            self.seqs[k].hn = <float *>_opt_ptr(hn[k])
+            self.seqs[k].cn = <float *>_opt_ptr(cn[k])
+        return 0
+
+    def bind_state(self, list h, list c):
+        """Read and write the state in place at every ``step``: h, c per (layer, direction)
+        C-contiguous float32 (batch, width) arrays of the planned batch."""
+        self._bind(h, c, h, c)
+        self.bound = (h, c)
+
+    def run(self, const float[:, :, ::1] x, float[:, :, ::1] y, list h0, list c0, hn, cn,
+            object lengths):
         """x laid out as planned (B, T, I) or (T, B, I); y likewise with the output width, or
-        None when only the final states are wanted."""
-        cdef Py_ssize_t rows = self.batch if self.batch_first else self.steps
-        cdef Py_ssize_t cols = self.steps if self.batch_first else self.batch
+        None when only the final states are wanted. h0, c0: per (layer, direction), (B, O) /
+        (B, H) float32 C-contiguous arrays or None (zeros); hn, cn: where the final states go
+        (may be h0, c0). lengths: (B,) int32 or None, as planned."""
+        cdef Py_ssize_t rows = self.plan.batch if self.batch_first else self.plan.steps
+        cdef Py_ssize_t cols = self.plan.steps if self.batch_first else self.plan.batch
+        cdef Py_ssize_t B = self.plan.batch
+        cdef const int[::1] lengths_v, order_v
+        cdef const long long[::1] start_v
+        cdef int k
         if x.shape[0] != rows or x.shape[1] != cols or x.shape[2] != self.in_width:
             raise ValueError(f"x has shape {tuple(x.shape)[:3]} but the plan is for "
                              f"{(rows, cols, self.in_width)}")
@@ -405,41 +442,65 @@ cdef class Plan:
                               or y.shape[2] != self.out_width):
             raise ValueError(f"y has shape {tuple(y.shape)[:3]} but the plan needs "
                              f"{(rows, cols, self.out_width)}")
+        if (lengths is not None) != self.plan.lengths:
+            raise ValueError("lengths given to a plan made without them, or the reverse")
+        order = gx_start = None
+        if lengths is not None:
+            lengths_v = lengths
+            if lengths_v.shape[0] != B:
+                raise ValueError("lengths must have one entry per sequence")
+            order = np.argsort(-np.asarray(lengths), kind="stable").astype(np.int32)
+            order_v = order
+            if self.plan.compact:
+                gx_start = np.zeros(B, np.int64)
+                np.cumsum(lengths[:-1], out=gx_start[1:])
+                start_v = gx_start
+        for k in range(self.n):
+            if lengths is not None and B:
+                self.seqs[k].lengths, self.seqs[k].order = &lengths_v[0], &order_v[0]
+                self.seqs[k].gx_start = &start_v[0] if self.plan.compact else NULL
+            else:
+                self.seqs[k].lengths = self.seqs[k].order = NULL
+                self.seqs[k].gx_start = NULL
+        self._bind(h0, c0, list(hn), list(cn))
+        self.bound = None
+        # (the arrays behind the pointers stay referenced by this frame until _execute ends)
         self._execute(&x[0, 0, 0] if rows * cols * self.in_width > 0 else NULL,
-                      NULL if (y is None or rows * cols == 0) else &y[0, 0, 0], num_threads)
+                      NULL if (y is None or rows * cols == 0) else &y[0, 0, 0])
 
-    def step(self, object x_t, int num_threads):
-        """The streaming fast path: x_t must already be a C-contiguous float32 (batch, input)
-        array of the planned batch (the plan has one time step); returns y_t (batch, out), or
-        None when x_t is anything else, for the caller to convert or refuse."""
+    def step(self, object x_t, int threads):
+        """The streaming fast path, on the bound state: x_t must already be a C-contiguous
+        float32 (batch, input) array of the planned batch (the plan has one time step) and
+        ``threads`` the plan's; returns y_t (batch, out), or None for anything else, for the
+        caller to convert, replan or refuse."""
         # (NumPy's C API rather than typed memoryviews: a step is a few microseconds, and
         # the buffer protocol's two acquisitions were a tenth of it)
         cdef cnp.ndarray xa, y
         cdef cnp.npy_intp dims[2]
-        if not cnp.PyArray_CheckExact(x_t):
+        if not cnp.PyArray_CheckExact(x_t) or self.bound is None:
             return None
         xa = <cnp.ndarray>x_t
         if not (cnp.PyArray_TYPE(xa) == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(xa)
                 and cnp.PyArray_NDIM(xa) == 2 and cnp.PyArray_ISCARRAY_RO(xa)
-                and cnp.PyArray_DIMS(xa)[0] == self.batch
-                and cnp.PyArray_DIMS(xa)[1] == self.in_width and self.steps == 1):
+                and cnp.PyArray_DIMS(xa)[0] == self.plan.batch
+                and cnp.PyArray_DIMS(xa)[1] == self.in_width and self.plan.steps == 1
+                and threads == self.plan.threads):
             return None
-        dims[0], dims[1] = self.batch, self.out_width
+        dims[0], dims[1] = self.plan.batch, self.out_width
         y = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-        if self.batch == 0:
+        if self.plan.batch == 0:
             return y
-        self._execute(<const float *>cnp.PyArray_DATA(xa), <float *>cnp.PyArray_DATA(y),
-                      num_threads)
+        self._execute(<const float *>cnp.PyArray_DATA(xa), <float *>cnp.PyArray_DATA(y))
         return y
 
-    cdef _execute(self, const float *x, float *y, int num_threads):
+    cdef _execute(self, const float *x, float *y):
+        global _executions
         cdef int d, k, first_last = self.n - self.directions[self.n_layers - 1]
+        _executions += 1
         for d in range(self.directions[0]):
             self.seqs[d].x = x
-        for k in range(self.n):
-            self.seqs[k].num_threads = num_threads
-            if k >= first_last:
-                self.seqs[k].y = NULL if y == NULL else y + (k - first_last) * self.cells[k].output_size
+        for k in range(first_last, self.n):
+            self.seqs[k].y = NULL if y == NULL else y + (k - first_last) * self.cells[k].output_size
         if not self.uses_blas:
             with nogil:
                 for k in range(self.n):
@@ -452,34 +513,6 @@ cdef class Plan:
                     fl_run_sequence(&self.cells[k], &self.seqs[k], _sgemm)
         finally:
             _blas_leave()
-
-
-def run_stack(list layers, const float[:, :, ::1] x, bint batch_first, list h0, list c0,
-              list hn, list cn, object lengths, object order,
-              float[:, :, ::1] y, Workspace ws, int num_threads, bint stepwise=False,
-              object gx_start=None):
-    """Run every layer and direction of a stack over x.
-
-    layers: per layer, a list of CellKernel (1 or 2 directions).
-    x: (B, T, I) when batch_first else (T, B, I), C-contiguous float32.
-    h0, c0: per (layer, direction), (B, O) / (B, H) float32 C-contiguous arrays or None (zeros).
-    hn, cn: per (layer, direction), output arrays (may be the same objects as h0, c0).
-    lengths, order: (B,) int32 or None.  y: the last layer's output, laid out like x, or None.
-    stepwise: input projection by the tile kernel, so that each row's result is independent of
-    the rest of the batch (streams and pools).
-    gx_start: with lengths, (B,) int64 prefix sums of the lengths: only valid rows are
-    projected (needs a Workspace made with compact=True).
-    """
-    B, T = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
-    plan = Plan(layers, B, T, batch_first, h0, c0, hn, cn, lengths, order, ws, stepwise,
-                gx_start)
-    plan.run(x, y, num_threads)
-
-
-def projects_by_step(Py_ssize_t batch):
-    """Whether a run over `batch` sequences projects its inputs step by step (then neither a
-    (rows, 4H) projection buffer nor the packed valid rows of x are needed)."""
-    return batch <= 2147483647 and bool(fl_projects_by_step(<int>batch))
 
 
 def runtime_facts():

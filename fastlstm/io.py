@@ -64,7 +64,7 @@ def save(model, path):
         "format": FORMAT, "version": VERSION, "kind": kind, "batch_first": batch_first,
         "bidirectional": bidirectional,
         "layers": [{"input_size": l.input_size, "hidden_size": l.hidden_size,
-                    "options": l.options.to_dict()} for l in model._layers],
+                    "options": l.options.to_dict()} for l in model.layers],
         "sha256": _digest(weights),
     }
     arrays = {CONFIG_KEY: np.array(json.dumps(config))}
@@ -198,9 +198,9 @@ def load(path):
             raise _Bad("its weights do not match the digest in its config (the file was "
                        "altered after saving)")
         if config["kind"] == "LSTMCell":
-            return LSTMCell._from_layer(layers[0])
-        return LSTM._from_layers(layers, bidirectional=config["bidirectional"],
-                                 batch_first=config["batch_first"])
+            return LSTMCell.from_layer(layers[0])
+        return LSTM.from_layers(layers, bidirectional=config["bidirectional"],
+                                batch_first=config["batch_first"])
     except _Bad as exc:
         raise ValueError(f"fastlstm.load: {shown!r}: {exc}") from None
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, struct.error,

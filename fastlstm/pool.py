@@ -18,9 +18,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _core
 from ._checks import check_shape, float_array
-from .models import LSTMCell, _Stack
+from .models import LSTM, LSTMCell
+from .runtime import get_num_threads
 
 _MIN_CAPACITY = 8  # slots allocated up front; the slabs double when more streams are open
 
@@ -39,13 +39,14 @@ class StreamPool:
     """
 
     def __init__(self, lstm):
-        if not isinstance(lstm, _Stack):
+        if not isinstance(lstm, (LSTM, LSTMCell)):
             raise TypeError(f"StreamPool needs a fastlstm.LSTM or LSTMCell, "
                             f"got {type(lstm).__name__}")
         if lstm.num_directions != 1:
             raise ValueError("StreamPool needs a unidirectional model: a bidirectional layer "
                              "reads the future, so it cannot run step by step")
         self._model = lstm
+        self._engine = lstm.engine
         self._lock = threading.Lock()
         self._slots = {}   # key -> row of the state slabs
         self._free = []    # rows released by close(), reused before new ones
@@ -56,18 +57,20 @@ class StreamPool:
     # storage ----------------------------------------------------------------------------
     def _grow(self, capacity):
         """(Re)allocate the slabs and the step buffers for `capacity` streams."""
-        model = self._model
-        h_new, c_new = model._zero_lists(capacity)
+        engine = self._engine
+        h_new, c_new = engine.zero_lists(capacity)
         if self._capacity:
             for new, old in zip(h_new + c_new, self._h + self._c):
                 new[:self._used] = old[:self._used]
         self._h, self._c = h_new, c_new
         # Per step, the given streams' states are gathered into the first rows of these,
         # updated in place by the kernel, then scattered back to the slabs.
-        self._h_batch, self._c_batch = model._zero_lists(capacity)
-        self._x = np.empty((capacity, model.input_size), np.float32)
+        self._h_batch, self._c_batch = engine.zero_lists(capacity)
+        self._x = np.empty((capacity, engine.input_size), np.float32)
         self._rows = np.empty(capacity, np.intp)
-        self._workspace = _core.Workspace(model._kernels, capacity, capacity)
+        # one workspace for every step size up to capacity; a runner per size on it
+        self._workspace = engine.workspace(engine.plan(capacity, 1, stepwise=True))
+        self._runners = {}
         self._capacity = capacity
 
     def _take_slot(self):
@@ -96,7 +99,7 @@ class StreamPool:
         model = self._model
         name = f"open({key!r}): state"
         if not isinstance(model, LSTMCell):
-            return model._state_lists(state, 1, name, against="a StreamPool stream")
+            return self._engine.state_lists(state, 1, name, against="a StreamPool stream")
         # A cell's state is (batch, features), as cell(x_t, state) takes it.
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise TypeError(f"{name} must be a pair (h, c), got {type(state).__name__}")
@@ -111,7 +114,7 @@ class StreamPool:
         cs = [c[slot:slot + 1].copy() for c in self._c]
         if isinstance(self._model, LSTMCell):
             return hs[0], cs[0]
-        return self._model._pack(hs, cs)
+        return self._engine.pack(hs, cs)
 
     def _input_row(self, key, x_t):
         """x_t as a float32 (input_size,) or (1, input_size) array, or an error naming `key`."""
@@ -189,8 +192,8 @@ class StreamPool:
         n = len(inputs)
         if n == 0:
             return {}
-        model = self._model
-        width = model.input_size
+        engine = self._engine
+        width = engine.input_size
         with self._lock:
             slots = self._slots
             try:
@@ -214,10 +217,15 @@ class StreamPool:
             for slab, batch in zip(self._h + self._c, h_batch + c_batch):
                 # rows are open slots, always in range: "clip" spares take() a checked copy
                 np.take(slab, live, axis=0, out=batch, mode="clip")
-            x_run = x[:n].reshape((n, 1, width) if model._batch_first else (1, n, width))
-            # stepwise: a row's result does not depend on the other streams in the batch
-            y, _, _ = model._run(x_run, h_batch, c_batch, None, True, self._workspace,
-                                 h_batch, c_batch, stepwise=True)
+            x_run = x[:n].reshape((n, 1, width) if engine.batch_first else (1, n, width))
+            runner = self._runners.get(n)
+            threads = get_num_threads()
+            if runner is None or runner.plan.threads != threads:
+                # stepwise: a row's result does not depend on the other streams in the batch
+                runner = engine.runner(engine.plan(n, 1, stepwise=True), self._workspace)
+                self._runners[n] = runner
+            y = np.empty(x_run.shape[:2] + (engine.output_size,), np.float32)
+            runner.run(x_run, y, h_batch, c_batch, h_batch, c_batch, None)
             for slab, batch in zip(self._h + self._c, h_batch + c_batch):
                 slab[live] = batch
         y = y.reshape(n, -1)

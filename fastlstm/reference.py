@@ -121,10 +121,10 @@ def run(model, x, initial_state=None, lengths=None, return_sequences=True, dtype
 
     if isinstance(model, LSTMCell):
         state = None if initial_state is None else ([initial_state[0]], [initial_state[1]])
-        y, (h, c) = lstm(model._layers, np.asarray(x, dtype)[:, None, :], initial_state=state,
+        y, (h, c) = lstm(model.layers, np.asarray(x, dtype)[:, None, :], initial_state=state,
                          dtype=dtype)
         return y[:, 0], (h[0], c[0])
-    y, (h, c) = lstm(model._layers, x, batch_first=model.batch_first, initial_state=initial_state,
+    y, (h, c) = lstm(model.layers, x, batch_first=model.batch_first, initial_state=initial_state,
                      lengths=lengths, return_sequences=return_sequences, dtype=dtype)
     try:
         return y, (np.stack(h), np.stack(c))

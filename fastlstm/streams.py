@@ -9,7 +9,6 @@ import threading
 
 import numpy as np
 
-from . import _core
 from ._checks import check_int, check_shape, float_array, lengths_array
 from .runtime import get_num_threads as _num_threads
 
@@ -20,6 +19,7 @@ class Stream:
             raise ValueError("stream() needs a unidirectional model: a bidirectional layer "
                              "reads the future, so it cannot run step by step")
         self._model = model
+        self._engine = model.engine
         self._lock = threading.Lock()
         self._acquire, self._release = self._lock.acquire, self._lock.release
         self._batch = check_int(batch_size, "batch_size", minimum=0)
@@ -33,15 +33,15 @@ class Stream:
     def state(self):
         """Copies of the current (h, c), shaped like the model's h_n, c_n."""
         with self._lock:
-            return self._model._pack([h.copy() for h in self._h], [c.copy() for c in self._c])
+            return self._engine.pack([h.copy() for h in self._h], [c.copy() for c in self._c])
 
     def reset(self, state=None, batch_size=None):
         """Start over: zeros (for ``batch_size`` or the current one), or a custom state."""
-        model = self._model
+        engine = self._engine
         if state is None:
             batch = self._batch if batch_size is None else batch_size
             batch = check_int(batch, "batch_size", minimum=0)
-            h, c = model._zero_lists(batch)
+            h, c = engine.zero_lists(batch)
         else:
             if batch_size is not None:
                 batch_size = check_int(batch_size, "batch_size", minimum=0)
@@ -50,23 +50,18 @@ class Stream:
                 arr = np.asarray(first[0] if isinstance(first, (tuple, list)) else first)
                 batch = arr.shape[-2]
             except (IndexError, TypeError, ValueError):
-                batch = 0  # malformed: _state_lists says how
-            h, c = model._state_lists(state, batch, "state")
+                batch = 0  # malformed: state_lists says how
+            h, c = engine.state_lists(state, batch, "state")
             if batch_size is not None and batch != batch_size:
                 raise ValueError(f"state has batch {batch} but batch_size is {batch_size}")
             h = [a.copy() for a in h]
             c = [a.copy() for a in c]
-        batch = h[0].shape[0]
-        model._check_call_size(batch, 1, True)
-        ws = _core.Workspace(model._kernels, batch, batch)
-        # The step plan reads and writes the state arrays in place.
-        plan = _core.Plan(model._kernels, batch, 1, model.batch_first, h, c, h, c, None, None,
-                          ws, True)
+        stepper = engine.stepper(h, c)   # reads and writes h, c in place
         with self._lock:
-            self._batch = batch
+            self._batch = h[0].shape[0]
             self._h, self._c = h, c
-            self._step_plan = plan
-            self._plan_step = plan.step
+            self._stepper = stepper
+            self._step = stepper.step
 
     def _wrong_batch(self, got, name):
         return ValueError(
@@ -76,36 +71,40 @@ class Stream:
 
     def step(self, x_t):
         """One time step: x_t (batch, input_size) -> y_t (batch, output_size)."""
-        # the lock's methods and the plan's step are looked up once (at reset): with the
+        # the lock's methods and the stepper's step are looked up once (at reset): with the
         # weights streaming past every step, each lookup here is a cache miss or two
         self._acquire()
         try:
-            y = self._plan_step(x_t, _num_threads())
+            y = self._step(x_t, _num_threads())
         finally:
             self._release()
         if y is not None:
             return y
-        # anything but a C-contiguous float32 array of the right shape: convert or refuse
-        model = self._model
+        # anything but a C-contiguous float32 array of the right shape, or a new thread count
         x_t = float_array(x_t, "x_t")
-        check_shape(x_t, "x_t", (None, model.input_size), "(batch, input_size)")
+        check_shape(x_t, "x_t", (None, self._engine.input_size), "(batch, input_size)")
         if x_t.shape[0] != self._batch:
             raise self._wrong_batch(x_t.shape[0], "x_t")
         with self._lock:
-            return self._step_plan.step(x_t, _num_threads())
+            threads = _num_threads()
+            if self._stepper.plan.threads != threads:
+                self._stepper = self._engine.stepper(self._h, self._c)
+                self._step = self._stepper.step
+            return self._step(np.ascontiguousarray(x_t), threads)
 
     def feed(self, x_chunk, lengths=None):
         """A chunk of steps, laid out like the model's input ((batch, time, input) by default).
         With ``lengths``, sequence b advances only ``lengths[b]`` steps of this chunk."""
         model = self._model
-        x = model._check_x(x_chunk, "x_chunk")
+        x = self._engine.check_x(x_chunk, "x_chunk")
         B, T = (x.shape[0], x.shape[1]) if model.batch_first else (x.shape[1], x.shape[0])
         if B != self._batch:
             raise self._wrong_batch(B, "x_chunk")
         if lengths is not None:
             lengths = lengths_array(lengths, B, T)
         with self._lock:
-            y, _, _ = model._run(x, self._h, self._c, lengths, True, None, self._h, self._c)
+            y, _, _ = self._engine.run(x, self._h, self._c, lengths, True, hn=self._h,
+                                       cn=self._c)
         return y
 
     def __repr__(self):

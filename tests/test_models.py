@@ -187,7 +187,7 @@ def test_reused_scratch_buffers_leave_no_trace():
         state = random_state(model, batch, seed=batch + steps)
         calls.append((x, lengths, state))
     for x, lengths, state in calls + calls[::-1]:
-        for ws in model._workspaces:   # what a kept set holds must not matter
+        for ws in model.engine.kept_workspaces():   # what a kept set holds must not matter
             for buf in (ws.gx, ws.pre, ws.hs, ws.hs2, ws.cs, ws.hfull, ws.buf_a, ws.buf_b, ws.xc):
                 buf[:] = np.nan
         y, (h, c) = model(x, state, lengths=lengths)
@@ -195,24 +195,24 @@ def test_reused_scratch_buffers_leave_no_trace():
         for got, fresh in ((y, y1), (h, h1), (c, c1)):
             np.testing.assert_array_equal(got, fresh)
         assert_close(y, reference.run(model, x, state, lengths=lengths)[0])
-    assert 1 <= len(model._workspaces) <= 2
+    assert 1 <= len(model.engine.kept_workspaces()) <= 2
     # one thread alternating two shapes that do not fit each other's sets keeps and reuses both
-    model._workspaces.clear()
+    model.engine.drop_kept()
     a, b = random_input(model, 1, 40), random_input(model, 20, 2)
     model(a), model(b)
-    kept = [id(ws) for ws in model._workspaces]
+    kept = [id(ws) for ws in model.engine.kept_workspaces()]
     assert len(kept) == 2
     for _ in range(3):
         model(a), model(b)
-    assert sorted(id(ws) for ws in model._workspaces) == sorted(kept)
+    assert sorted(id(ws) for ws in model.engine.kept_workspaces()) == sorted(kept)
     # a set over the size bound serves its call and is not kept; the small one stays
-    model._workspaces.clear()
-    model._KEEP_WORKSPACE_BYTES = 4096          # (the class's bound is 32 MiB)
+    model.engine.drop_kept()
+    model.engine.keep_bytes = 4096          # (the class's bound is 32 MiB)
     model(random_input(model, 1, 1))
-    small = model._workspaces[0]
-    assert len(model._workspaces) == 1 and small.nbytes <= 4096
+    small = model.engine.kept_workspaces()[0]
+    assert len(model.engine.kept_workspaces()) == 1 and small.nbytes <= 4096
     model(random_input(model, 30, 30))
-    assert model._workspaces == [small]
+    assert model.engine.kept_workspaces() == [small]
 
 
 def test_zero_state_shapes_with_projection_and_directions():

@@ -54,7 +54,7 @@ def test_round_trip_gives_the_same_model(model, protocol):
     clone = pickle.loads(pickle.dumps(model, protocol=protocol))
     assert type(clone) is type(model)
     assert repr(clone) == repr(model)
-    assert [l.options for l in clone._layers] == [l.options for l in model._layers]
+    assert [l.options for l in clone.layers] == [l.options for l in model.layers]
     assert clone.weights.keys() == model.weights.keys()
     for name, arr in model.weights.items():
         np.testing.assert_array_equal(clone.weights[name], arr)

@@ -135,7 +135,7 @@ def time_interleaved(calls, settings):
 
 
 def _float64_reference(case):
-    layers = case.model._layers
+    layers = case.model.layers
     if case.workload.stream:
         y, _ = reference.lstm(layers, case.x.transpose(1, 0, 2))   # steps as time
         return y.transpose(1, 0, 2)

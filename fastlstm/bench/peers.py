@@ -104,7 +104,7 @@ class NumpyReference(Peer):
     module = package = "numpy"
 
     def build(self, case):
-        layers, w = case.model._layers, case.workload
+        layers, w = case.model.layers, case.workload
         if w.stream:
             xs = _stream_inputs(case)
             next_x = itertools.cycle(xs).__next__

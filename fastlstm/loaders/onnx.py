@@ -275,9 +275,9 @@ def load(cls, path_or_model, node=None):
     layer, direction, batch_first, initial = read(path_or_model, node=node)
     bidirectional = direction == "bidirectional"
     if direction != "reverse" and initial is None:
-        return cls._from_layers([layer], bidirectional=bidirectional, batch_first=batch_first)
+        return cls.from_layers([layer], bidirectional=bidirectional, batch_first=batch_first)
     model = OnnxLSTM.__new__(OnnxLSTM)
-    model._setup([layer], bidirectional, batch_first)
+    model._setup([layer], bidirectional, batch_first)  # (OnnxLSTM is an LSTM)
     model._onnx_reverse = direction == "reverse"
     model._onnx_initial_state = initial
     return model
@@ -304,8 +304,8 @@ class OnnxLSTM(LSTM):
         if not self._onnx_reverse:
             return super().__call__(x, initial_state=initial_state, lengths=lengths,
                                     return_sequences=return_sequences)
-        x = self._check_x(x)
-        bf = self._batch_first
+        x = self.engine.check_x(x)
+        bf = self.batch_first
         B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
         valid = np.full(B, T) if lengths is None else lengths_array(lengths, B, T)
         # source step of every (batch, step): each sequence's valid part reversed in place

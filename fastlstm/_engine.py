@@ -1,0 +1,243 @@
+"""The engine behind every model: its kernels, its states and its native calls.
+
+``models``, ``streams``, ``pool``, ``io`` and the loaders talk to the native core only through
+an ``Engine`` (``model.engine``), whose interface is small:
+
+- ``zero_state(batch)``, ``state_lists(state, batch, name)``, ``pack(hs, cs)``: states in the
+  caller's layout (PyTorch's ``(layers*directions, batch, width)``, or per-layer tuples when
+  the layers differ in size) and as the per-(layer, direction) arrays the kernel reads;
+- ``run(x, h0, c0, lengths, return_sequences, stepwise=...)``: one call over a batch;
+- ``stepper(h, c)`` / ``row_stepper(capacity)``: one-step runners bound to state arrays,
+  for streams and pools.
+
+How a call runs (projection mode, compaction, thread split, every buffer's size) is the
+core's plan (``_core.plan``), asked once per call shape; the engine keeps a few runners
+with their buffers for later calls of a shape it has seen, so a repeated call allocates
+only its outputs. Every door (model call, stream, pool) gets the same plan for the same work.
+"""
+import threading
+
+import numpy as np
+
+from . import _core, runtime
+from ._checks import MAX_INDEX, check_memory, check_shape, float_array
+
+
+def _kernel(layer, params):
+    o = layer.options
+    H = layer.hidden_size
+    bias = params["bias_ih"].astype(np.float32) + params["bias_hh"]
+    bias[H:2 * H] += np.float32(o.forget_bias)
+    return _core.CellKernel(
+        params["weight_ih"], params["weight_hh"], bias, params.get("weight_hr"),
+        params.get("peephole"), gate_act=o.recurrent_activation, cell_act=o.activation,
+        out_act=o.output_activation, gate_clip=o.gate_clip, cell_clip=o.cell_clip,
+        proj_clip=o.proj_clip, input_forget=o.input_forget)
+
+
+class Engine:
+    """Kernels and native calls for a stack of ``_spec.Layer``s (see the module docstring)."""
+
+    # At most `keep` runners (each with its buffers) are kept for later calls, each holding
+    # at most `keep_bytes` of buffers: a model holds little memory after a huge call.
+    keep = 2
+    keep_bytes = 32 << 20
+    _KEEP_PLANS = 64
+
+    def __init__(self, layers, bidirectional, batch_first):
+        for prev, layer in zip(layers, layers[1:]):
+            want = prev.output_size * (2 if bidirectional else 1)
+            if layer.input_size != want:
+                raise ValueError(f"layer input_size {layer.input_size} does not match the "
+                                 f"previous layer's output {want}")
+        self.layers = tuple(layers)
+        self.bidirectional = bidirectional
+        self.batch_first = batch_first
+        self.kernels = [[_kernel(layer, p) for p in layer.directions] for layer in layers]
+        self.directions = 2 if bidirectional else 1
+        self.input_size = layers[0].input_size
+        self.output_size = layers[-1].output_size
+        self.hidden_size = layers[-1].hidden_size
+        self.entries = sum(len(l.directions) for l in layers)
+        self.widths = [(l.output_size, l.hidden_size) for l in layers for _ in l.directions]
+        self.uniform_state = all(l.hidden_size == layers[0].hidden_size
+                                 and l.output_size == layers[0].output_size for l in layers)
+        self._state_floats = sum(o + h for o, h in self.widths)
+        self._plans = {}       # (batch, steps, lengths, stepwise, threads) -> _core.Plan
+        self._kept = []        # idle runners, most recently used last
+        self._kept_lock = threading.Lock()
+
+    # states -----------------------------------------------------------------------------
+    def zero_state(self, batch):
+        """Zero (h, c) laid out as a call returns them: one (layers*directions, batch, width)
+        array each when the layers share sizes, else tuples of (batch, width) arrays. Either
+        iterates as the per-(layer, direction) arrays the kernel writes in place."""
+        if batch > MAX_INDEX:
+            raise ValueError(f"batch_size must be <= {MAX_INDEX} (2**31 - 1), got {batch}")
+        check_memory(4 * batch * self._state_floats, f"a state for batch {batch}")
+        if self.uniform_state:
+            O, H = self.widths[0]
+            return (np.zeros((self.entries, batch, O), np.float32),
+                    np.zeros((self.entries, batch, H), np.float32))
+        return (tuple(np.zeros((batch, o), np.float32) for o, _ in self.widths),
+                tuple(np.zeros((batch, h), np.float32) for _, h in self.widths))
+
+    def zero_lists(self, batch):
+        hs, cs = self.zero_state(batch)
+        return list(hs), list(cs)
+
+    def pack(self, hs, cs):
+        """Per-(layer, direction) arrays -> (h, c) in the layout a call returns."""
+        if self.uniform_state:
+            return np.stack(hs), np.stack(cs)
+        return tuple(hs), tuple(cs)
+
+    def state_lists(self, state, batch, name, against="x"):
+        """Validate a user state (h0, c0) into per-(layer, direction) float32 C-contiguous
+        2-D arrays; ``against`` names what fixes the batch size, for the message."""
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} must be a pair (h0, c0), got {type(state).__name__}"
+                            + (f" of length {len(state)}" if isinstance(state, (tuple, list))
+                               else ""))
+        n = self.entries
+        out = ([], [])
+        for which, (label, value) in enumerate(zip(("h0", "c0"), state)):
+            if isinstance(value, (tuple, list)) and len(value) == n and not self.uniform_state:
+                parts = [float_array(v, f"{name} {label}[{k}]") for k, v in enumerate(value)]
+            else:
+                arr = float_array(value, f"{name} {label}")
+                if arr.ndim != 3:
+                    raise ValueError(f"{name} {label} must have 3 dimensions "
+                                     f"(layers*directions, batch, features), got shape {arr.shape}")
+                if arr.shape[0] != n:
+                    raise ValueError(f"{name} {label} has {arr.shape[0]} layers*directions but "
+                                     f"the model has {n}")
+                if arr.shape[1:] == (batch, self.widths[0][which]) and self.uniform_state:
+                    # the common case, checked whole: every entry is a C-contiguous row block
+                    out[which].extend(np.ascontiguousarray(arr))
+                    continue
+                parts = list(arr)
+            for k, part in enumerate(parts):
+                where = f"{name} {label}" if len(parts) == 1 or self.uniform_state else \
+                    f"{name} {label}[{k}]"
+                width = self.widths[k][which]
+                if part.ndim != 2:
+                    raise ValueError(f"{where} must be (batch, features), got shape {part.shape}")
+                if part.shape[0] != batch:
+                    raise ValueError(f"{where} has batch {part.shape[0]} but {against} has "
+                                     f"batch {batch}")
+                if part.shape[1] != width:
+                    raise ValueError(f"{where} has width {part.shape[1]} but the model's "
+                                     f"{'output' if which == 0 else 'cell'} size is {width}")
+                out[which].append(np.ascontiguousarray(part))
+        return out
+
+    def check_x(self, x, name="x"):
+        """x as a float32 array laid out as the model takes it, or an error naming ``name``."""
+        x = float_array(x, name)
+        what = "(batch, time, input_size)" if self.batch_first else "(time, batch, input_size)"
+        check_shape(x, name, (None, None, self.input_size), what)
+        return x
+
+    # plans and runners ------------------------------------------------------------------
+    def plan(self, batch, steps, lengths=False, stepwise=False):
+        """The core's plan for a call of this shape on the current thread count (see
+        ``_core.plan``), made once per shape and kept (a few dozen shapes at most)."""
+        threads = runtime.get_num_threads()
+        key = (batch, steps, lengths, stepwise, threads)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= self._KEEP_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = _core.plan(self.kernels, batch, steps, lengths,
+                                                 stepwise, threads)
+        return plan
+
+    def check_call(self, batch, steps, return_sequences, lengths=False, stepwise=False):
+        """Refuse, before anything is allocated, a call the kernel cannot index (batch or time
+        past 2**31 - 1) or whose buffers would not fit in memory; return its plan."""
+        for label, n in (("batch", batch), ("time", steps)):
+            if n > MAX_INDEX:
+                raise ValueError(f"x has {label} size {n}; fastlstm supports at most "
+                                 f"{MAX_INDEX} (2**31 - 1)")
+        plan = self.plan(batch, steps, lengths, stepwise)
+        out = batch * steps * self.directions * self.output_size if return_sequences else 0
+        check_memory(plan.nbytes + 4 * (out + 2 * batch * self._state_floats),
+                     f"a call on x with batch {batch} and time {steps} (input projection "
+                     f"{plan.projected_rows} x {plan.gates} floats, outputs and layer buffers)")
+        return plan
+
+    def _runner(self, plan):
+        """A runner for ``plan``: a kept one made for it, else one on kept buffers that fit,
+        else a new one."""
+        with self._kept_lock:
+            for k, runner in enumerate(self._kept):
+                if runner.plan is plan:
+                    return self._kept.pop(k)
+            for k, runner in enumerate(self._kept):
+                if runner.workspace.fits(plan):
+                    return _core.Runner(self.kernels, plan, self.batch_first,
+                                        self._kept.pop(k).workspace)
+        return _core.Runner(self.kernels, plan, self.batch_first, _core.Workspace(plan))
+
+    def _keep(self, runner):
+        if runner.workspace.nbytes <= self.keep_bytes:
+            with self._kept_lock:
+                self._kept.append(runner)
+                del self._kept[:-self.keep]
+
+    def kept_workspaces(self):
+        """The buffers kept for later calls (a list copy; for tests and diagnostics)."""
+        with self._kept_lock:
+            return [runner.workspace for runner in self._kept]
+
+    def drop_kept(self):
+        """Let go of the kept buffers."""
+        with self._kept_lock:
+            self._kept.clear()
+
+    def run(self, x, h0, c0, lengths, return_sequences, *, stepwise=False, hn=None, cn=None):
+        """One call. x: float32 (B, T, I) or (T, B, I) per batch_first, validated; h0, c0:
+        per-(layer, direction) arrays or None (zeros); lengths: validated int32 or None.
+        ``stepwise`` makes each row's result independent of the batch it shares (streams,
+        pools). hn, cn: where the final states go (may be h0, c0); new zeros by default.
+        Returns (y, hn, cn), y None when not return_sequences... (see LSTM.__call__)."""
+        bf = self.batch_first
+        B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
+        plan = self.check_call(B, T, return_sequences, lengths is not None, stepwise)
+        D = self.directions
+        if return_sequences:
+            shape = (B, T, D * self.output_size) if bf else (T, B, D * self.output_size)
+            y = (np.zeros if lengths is not None else np.empty)(shape, np.float32)
+        else:
+            y = None
+        if hn is None:
+            hn, cn = self.zero_state(B)
+        runner = self._runner(plan)
+        try:
+            runner.run(x, y, h0, c0, hn, cn, lengths)
+        finally:
+            self._keep(runner)
+        if not return_sequences:
+            y = np.concatenate(hn[-D:], axis=1)
+            if T == 0:
+                y[:] = 0
+            elif lengths is not None:
+                y[lengths == 0] = 0
+        return y, hn, cn
+
+    def workspace(self, plan):
+        """New scratch buffers for ``plan`` (and any plan they fit)."""
+        return _core.Workspace(plan)
+
+    def runner(self, plan, workspace):
+        """A runner following ``plan`` on ``workspace`` (which must fit it)."""
+        return _core.Runner(self.kernels, plan, self.batch_first, workspace)
+
+    def stepper(self, h, c):
+        """A one-step runner over the states h, c (per-(layer, direction) arrays of one batch,
+        updated in place), for a stream: ``stepper.step(x_t, threads)``."""
+        plan = self.check_call(h[0].shape[0], 1, True, stepwise=True)
+        runner = self.runner(plan, self.workspace(plan))
+        runner.bind_state(h, c)
+        return runner

@@ -31,11 +31,13 @@ def available_memory():
 
 
 def check_memory(nbytes, what):
-    """Raise MemoryError before allocating ``nbytes`` for ``what`` when it cannot fit."""
+    """Raise MemoryError before allocating ``nbytes`` for ``what`` (a string, or a function
+    that makes it, for hot paths) when it cannot fit."""
     if nbytes < _MEMORY_CHECK_FROM:
         return
     free = available_memory()
     if nbytes > free:
+        what = what() if callable(what) else what
         raise MemoryError(f"{what} needs {nbytes / 2**30:.4g} GiB but only "
                           f"{free / 2**30:.4g} GiB of memory is available")
 

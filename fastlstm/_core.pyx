@@ -317,13 +317,29 @@ cdef class Workspace:
         return True
 
 
-cdef const float *_opt_ptr(object a) except? NULL:
-    # (rows, cols) C-contiguous float32 array or None; an empty one has no data to point at
-    cdef const float[:, ::1] v
-    if a is None:
+cdef float *_state_entry(object a, Py_ssize_t k, Py_ssize_t rows, Py_ssize_t width) except? NULL:
+    """Entry k of a state given as one (entries, rows, width) array or as a sequence of
+    (rows, width) arrays or None (NULL: zeros, or not written): C-contiguous native float32
+    of exactly that shape, or a ValueError (the caller validated it; this guards memory)."""
+    cdef cnp.ndarray arr
+    cdef bint stacked = cnp.PyArray_CheckExact(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 3
+    if not stacked:
+        a = a[k]
+        if a is None:
+            return NULL
+    if not cnp.PyArray_Check(a):
+        raise ValueError("a state entry is not an array")
+    arr = <cnp.ndarray>a
+    if not (cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(arr)
+            and cnp.PyArray_ISCARRAY(arr) and cnp.PyArray_NDIM(arr) == (3 if stacked else 2)
+            and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 2] == rows
+            and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 1] == width
+            and (not stacked or k < cnp.PyArray_DIMS(arr)[0])):
+        raise ValueError(f"state entry {k} must be a C-contiguous float32 ({rows}, {width}) "
+                         f"array")
+    if rows * width == 0:
         return NULL
-    v = a
-    return &v[0, 0] if v.shape[0] * v.shape[1] > 0 else NULL
+    return <float *>cnp.PyArray_DATA(arr) + (k * rows * width if stacked else 0)
 
 
 cdef unsigned long long _executions = 0
@@ -408,13 +424,16 @@ cdef class Runner:
             x_ld = <int>(D * (<CellKernel>layers[l][0]).output_size)
         self.n = <int>k
 
-    cdef int _bind(self, list h0, list c0, list hn, list cn) except -1:
+    cdef int _bind(self, h0, c0, hn, cn) except -1:
+        # h0, c0, hn, cn: see run
         cdef int k
+        cdef Py_ssize_t B = self.plan.batch
         for k in range(self.n):
-            self.seqs[k].h0 = _opt_ptr(h0[k])
-            self.seqs[k].c0 = _opt_ptr(c0[k])
-            self.seqs[k].hn = <float *>_opt_ptr(hn[k])
-            self.seqs[k].cn = <float *>_opt_ptr(cn[k])
+            O, H = self.cells[k].output_size, self.cells[k].hidden_size
+            self.seqs[k].h0 = _state_entry(h0, k, B, O)
+            self.seqs[k].c0 = _state_entry(c0, k, B, H)
+            self.seqs[k].hn = _state_entry(hn, k, B, O)
+            self.seqs[k].cn = _state_entry(cn, k, B, H)
         return 0
 
     def bind_state(self, list h, list c):
@@ -423,12 +442,13 @@ cdef class Runner:
         self._bind(h, c, h, c)
         self.bound = (h, c)
 
-    def run(self, const float[:, :, ::1] x, float[:, :, ::1] y, list h0, list c0, hn, cn,
+    def run(self, const float[:, :, ::1] x, float[:, :, ::1] y, h0, c0, hn, cn,
             object lengths):
         """x laid out as planned (B, T, I) or (T, B, I); y likewise with the output width, or
         None when only the final states are wanted. h0, c0: per (layer, direction), (B, O) /
-        (B, H) float32 C-contiguous arrays or None (zeros); hn, cn: where the final states go
-        (may be h0, c0). lengths: (B,) int32 or None, as planned."""
+        (B, H) float32 C-contiguous arrays or None (zeros), as a list or stacked in one
+        (entries, B, width) array; hn, cn: where the final states go, likewise (may be h0,
+        c0). lengths: (B,) int32 or None, as planned."""
         cdef Py_ssize_t rows = self.plan.batch if self.batch_first else self.plan.steps
         cdef Py_ssize_t cols = self.plan.steps if self.batch_first else self.plan.batch
         cdef Py_ssize_t B = self.plan.batch
@@ -462,7 +482,7 @@ cdef class Runner:
             else:
                 self.seqs[k].lengths = self.seqs[k].order = NULL
                 self.seqs[k].gx_start = NULL
-        self._bind(h0, c0, list(hn), list(cn))
+        self._bind(h0, c0, hn, cn)
         self.bound = None
         # (the arrays behind the pointers stay referenced by this frame until _execute ends)
         self._execute(&x[0, 0, 0] if rows * cols * self.in_width > 0 else NULL,

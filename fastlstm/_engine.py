@@ -82,6 +82,14 @@ class Engine:
         return (tuple(np.zeros((batch, o), np.float32) for o, _ in self.widths),
                 tuple(np.zeros((batch, h), np.float32) for _, h in self.widths))
 
+    def empty_state(self, batch):
+        """Like zero_state, uninitialised: for a run to write."""
+        if self.uniform_state:
+            O, H = self.widths[0]
+            return (np.empty((self.entries, batch, O), np.float32),
+                    np.empty((self.entries, batch, H), np.float32))
+        return self.zero_state(batch)
+
     def zero_lists(self, batch):
         hs, cs = self.zero_state(batch)
         return list(hs), list(cs)
@@ -100,7 +108,7 @@ class Engine:
                             + (f" of length {len(state)}" if isinstance(state, (tuple, list))
                                else ""))
         n = self.entries
-        out = ([], [])
+        out = [[], []]
         for which, (label, value) in enumerate(zip(("h0", "c0"), state)):
             if isinstance(value, (tuple, list)) and len(value) == n and not self.uniform_state:
                 parts = [float_array(v, f"{name} {label}[{k}]") for k, v in enumerate(value)]
@@ -113,8 +121,8 @@ class Engine:
                     raise ValueError(f"{name} {label} has {arr.shape[0]} layers*directions but "
                                      f"the model has {n}")
                 if arr.shape[1:] == (batch, self.widths[0][which]) and self.uniform_state:
-                    # the common case, checked whole: every entry is a C-contiguous row block
-                    out[which].extend(np.ascontiguousarray(arr))
+                    # the common case, checked whole: the kernel reads the stacked array
+                    out[which] = arr
                     continue
                 parts = list(arr)
             for k, part in enumerate(parts):
@@ -156,15 +164,16 @@ class Engine:
     def check_call(self, batch, steps, return_sequences, lengths=False, stepwise=False):
         """Refuse, before anything is allocated, a call the kernel cannot index (batch or time
         past 2**31 - 1) or whose buffers would not fit in memory; return its plan."""
-        for label, n in (("batch", batch), ("time", steps)):
-            if n > MAX_INDEX:
-                raise ValueError(f"x has {label} size {n}; fastlstm supports at most "
-                                 f"{MAX_INDEX} (2**31 - 1)")
+        if batch > MAX_INDEX or steps > MAX_INDEX:
+            label, n = ("batch", batch) if batch > MAX_INDEX else ("time", steps)
+            raise ValueError(f"x has {label} size {n}; fastlstm supports at most "
+                             f"{MAX_INDEX} (2**31 - 1)")
         plan = self.plan(batch, steps, lengths, stepwise)
         out = batch * steps * self.directions * self.output_size if return_sequences else 0
         check_memory(plan.nbytes + 4 * (out + 2 * batch * self._state_floats),
-                     f"a call on x with batch {batch} and time {steps} (input projection "
-                     f"{plan.projected_rows} x {plan.gates} floats, outputs and layer buffers)")
+                     lambda: f"a call on x with batch {batch} and time {steps} (input "
+                             f"projection {plan.projected_rows} x {plan.gates} floats, outputs "
+                             f"and layer buffers)")
         return plan
 
     def _runner(self, plan):
@@ -212,7 +221,7 @@ class Engine:
         else:
             y = None
         if hn is None:
-            hn, cn = self.zero_state(B)
+            hn, cn = self.empty_state(B)   # the run writes every row
         runner = self._runner(plan)
         try:
             runner.run(x, y, h0, c0, hn, cn, lengths)

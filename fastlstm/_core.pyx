@@ -317,10 +317,12 @@ cdef class Workspace:
         return True
 
 
-cdef float *_state_entry(object a, Py_ssize_t k, Py_ssize_t rows, Py_ssize_t width) except? NULL:
+cdef float *_state_entry(object a, Py_ssize_t k, Py_ssize_t rows, Py_ssize_t width,
+                         bint written) except? NULL:
     """Entry k of a state given as one (entries, rows, width) array or as a sequence of
     (rows, width) arrays or None (NULL: zeros, or not written): C-contiguous native float32
-    of exactly that shape, or a ValueError (the caller validated it; this guards memory)."""
+    of exactly that shape, writeable when ``written``, or a ValueError (the caller validated
+    it; this guards memory)."""
     cdef cnp.ndarray arr
     cdef bint stacked = cnp.PyArray_CheckExact(a) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 3
     if not stacked:
@@ -331,7 +333,8 @@ cdef float *_state_entry(object a, Py_ssize_t k, Py_ssize_t rows, Py_ssize_t wid
         raise ValueError("a state entry is not an array")
     arr = <cnp.ndarray>a
     if not (cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(arr)
-            and cnp.PyArray_ISCARRAY(arr) and cnp.PyArray_NDIM(arr) == (3 if stacked else 2)
+            and (cnp.PyArray_ISCARRAY(arr) if written else cnp.PyArray_ISCARRAY_RO(arr))
+            and cnp.PyArray_NDIM(arr) == (3 if stacked else 2)
             and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 2] == rows
             and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 1] == width
             and (not stacked or k < cnp.PyArray_DIMS(arr)[0])):
@@ -430,10 +433,10 @@ cdef class Runner:
         cdef Py_ssize_t B = self.plan.batch
         for k in range(self.n):
             O, H = self.cells[k].output_size, self.cells[k].hidden_size
-            self.seqs[k].h0 = _state_entry(h0, k, B, O)
-            self.seqs[k].c0 = _state_entry(c0, k, B, H)
-            self.seqs[k].hn = _state_entry(hn, k, B, O)
-            self.seqs[k].cn = _state_entry(cn, k, B, H)
+            self.seqs[k].h0 = _state_entry(h0, k, B, O, False)
+            self.seqs[k].c0 = _state_entry(c0, k, B, H, False)
+            self.seqs[k].hn = _state_entry(hn, k, B, O, True)
+            self.seqs[k].cn = _state_entry(cn, k, B, H, True)
         return 0
 
     def bind_state(self, list h, list c):

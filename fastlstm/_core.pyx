@@ -7,7 +7,7 @@ checks what it must to never touch memory it does not own (shapes of the buffers
 """
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm as blas_sgemm
 
 cimport numpy as cnp
@@ -536,6 +536,31 @@ cdef class Runner:
                     fl_run_sequence(&self.cells[k], &self.seqs[k], _sgemm)
         finally:
             _blas_leave()
+
+
+def gather_rows(object values, cnp.ndarray out):
+    """Copy ``values`` (arrays, in order) into the rows of ``out`` (a C-contiguous float32
+    (n, width) array) while each is a C-contiguous native float32 ``(width,)`` array; return
+    how many were copied, for the caller to convert or refuse the next one."""
+    cdef cnp.ndarray v
+    cdef Py_ssize_t n = 0, width
+    cdef char *dst
+    if not (cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32 and cnp.PyArray_ISCARRAY(out)
+            and cnp.PyArray_NDIM(out) == 2):
+        raise ValueError("out must be a C-contiguous float32 matrix")
+    width = cnp.PyArray_DIMS(out)[1]
+    dst = <char *>cnp.PyArray_DATA(out)
+    for value in values:
+        if n == cnp.PyArray_DIMS(out)[0] or not cnp.PyArray_CheckExact(value):
+            break
+        v = <cnp.ndarray>value
+        if not (cnp.PyArray_TYPE(v) == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(v)
+                and cnp.PyArray_NDIM(v) == 1 and cnp.PyArray_DIMS(v)[0] == width
+                and cnp.PyArray_ISCARRAY_RO(v)):
+            break
+        memcpy(dst + n * width * 4, cnp.PyArray_DATA(v), width * 4)
+        n += 1
+    return n
 
 
 def runtime_facts():

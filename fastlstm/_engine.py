@@ -23,6 +23,10 @@ from . import _core, runtime
 from ._checks import MAX_INDEX, check_memory, check_shape, float_array
 
 
+# Rows of float32 inputs copied into a batch buffer in C (a pool step's inputs).
+gather_rows = _core.gather_rows
+
+
 def _kernel(layer, params):
     o = layer.options
     H = layer.hidden_size
@@ -103,6 +107,13 @@ class Engine:
     def state_lists(self, state, batch, name, against="x"):
         """Validate a user state (h0, c0) into per-(layer, direction) float32 C-contiguous
         2-D arrays; ``against`` names what fixes the batch size, for the message."""
+        if self.uniform_state and type(state) in (tuple, list) and len(state) == 2:
+            h, c = state   # the common case first: the arrays a call returned
+            if (type(h) is np.ndarray and type(c) is np.ndarray and h.dtype == np.float32
+                    and c.dtype == np.float32 and h.flags.c_contiguous and c.flags.c_contiguous
+                    and h.shape == (self.entries, batch, self.widths[0][0])
+                    and c.shape == (self.entries, batch, self.widths[0][1])):
+                return [h, c]
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise TypeError(f"{name} must be a pair (h0, c0), got {type(state).__name__}"
                             + (f" of length {len(state)}" if isinstance(state, (tuple, list))
@@ -150,30 +161,26 @@ class Engine:
     # plans and runners ------------------------------------------------------------------
     def plan(self, batch, steps, lengths=False, stepwise=False):
         """The core's plan for a call of this shape on the current thread count (see
-        ``_core.plan``), made once per shape and kept (a few dozen shapes at most)."""
+        ``_core.plan``), made once per shape and kept (a few dozen shapes at most). Making
+        it refuses, before anything is allocated, a call the kernel cannot index (batch or
+        time past 2**31 - 1) or whose buffers, outputs and states would not fit in memory."""
         threads = runtime.get_num_threads()
         key = (batch, steps, lengths, stepwise, threads)
         plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= self._KEEP_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = _core.plan(self.kernels, batch, steps, lengths,
-                                                 stepwise, threads)
-        return plan
-
-    def check_call(self, batch, steps, return_sequences, lengths=False, stepwise=False):
-        """Refuse, before anything is allocated, a call the kernel cannot index (batch or time
-        past 2**31 - 1) or whose buffers would not fit in memory; return its plan."""
+        if plan is not None:
+            return plan
         if batch > MAX_INDEX or steps > MAX_INDEX:
             label, n = ("batch", batch) if batch > MAX_INDEX else ("time", steps)
             raise ValueError(f"x has {label} size {n}; fastlstm supports at most "
                              f"{MAX_INDEX} (2**31 - 1)")
-        plan = self.plan(batch, steps, lengths, stepwise)
-        out = batch * steps * self.directions * self.output_size if return_sequences else 0
+        plan = _core.plan(self.kernels, batch, steps, lengths, stepwise, threads)
+        out = batch * steps * self.directions * self.output_size
         check_memory(plan.nbytes + 4 * (out + 2 * batch * self._state_floats),
-                     lambda: f"a call on x with batch {batch} and time {steps} (input "
-                             f"projection {plan.projected_rows} x {plan.gates} floats, outputs "
-                             f"and layer buffers)")
+                     f"a call on x with batch {batch} and time {steps} (input projection "
+                     f"{plan.projected_rows} x {plan.gates} floats, outputs and layer buffers)")
+        if len(self._plans) >= self._KEEP_PLANS:
+            self._plans.clear()
+        self._plans[key] = plan
         return plan
 
     def _runner(self, plan):
@@ -213,7 +220,7 @@ class Engine:
         Returns (y, hn, cn), y None when not return_sequences... (see LSTM.__call__)."""
         bf = self.batch_first
         B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
-        plan = self.check_call(B, T, return_sequences, lengths is not None, stepwise)
+        plan = self.plan(B, T, lengths is not None, stepwise)
         D = self.directions
         if return_sequences:
             shape = (B, T, D * self.output_size) if bf else (T, B, D * self.output_size)
@@ -246,7 +253,7 @@ class Engine:
     def stepper(self, h, c):
         """A one-step runner over the states h, c (per-(layer, direction) arrays of one batch,
         updated in place), for a stream: ``stepper.step(x_t, threads)``."""
-        plan = self.check_call(h[0].shape[0], 1, True, stepwise=True)
+        plan = self.plan(h[0].shape[0], 1, stepwise=True)
         runner = self.runner(plan, self.workspace(plan))
         runner.bind_state(h, c)
         return runner

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._checks import check_shape, float_array
+from ._engine import gather_rows
 from .models import LSTM, LSTMCell
 from .runtime import get_num_threads
 
@@ -203,14 +204,16 @@ class StreamPool:
                 raise self._not_open(unknown, "step") from None
             x = self._x
             matrices = None  # positions of inputs given as (1, input_size)
-            for i, (key, x_t) in enumerate(inputs.items()):
-                if not (type(x_t) is np.ndarray and x_t.shape == (width,)
-                        and x_t.dtype.kind == "f"):
+            done = gather_rows(inputs.values(), x)   # native float32 rows, copied in C
+            if done < n:
+                for i, (key, x_t) in enumerate(inputs.items()):
+                    if i < done:
+                        continue
                     x_t = self._input_row(key, x_t)
                     if x_t.ndim == 2:
                         matrices = (matrices or []) + [i]
                         x_t = x_t[0]
-                x[i] = x_t
+                    x[i] = x_t
             live = self._rows[:n]
             h_batch = [h[:n] for h in self._h_batch]
             c_batch = [c[:n] for c in self._c_batch]

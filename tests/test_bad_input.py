@@ -692,9 +692,9 @@ def test_stream_accepts_odd_layouts(model, x32):
 
 def test_batch_past_int32_is_refused(model):
     x = np.broadcast_to(np.float32(0), (2**31, 1, I))
-    _refused(ValueError, lambda: model.engine.check_call(2**31, 1, True),
+    _refused(ValueError, lambda: model.engine.plan(2**31, 1),
              r"^x has batch size 2147483648", r"at most 2147483647")
-    _refused(ValueError, lambda: model.engine.check_call(1, 2**31, True),
+    _refused(ValueError, lambda: model.engine.plan(1, 2**31),
              r"^x has time size 2147483648")
     _refused((MemoryError, ValueError), lambda: model(x))
 
@@ -703,7 +703,7 @@ def test_call_whose_buffers_do_not_fit_is_refused(model):
     # the input fits (a broadcast float32 view of 3 values), the workspace would not
     x = np.lib.stride_tricks.as_strided(np.zeros(I, np.float32), (1 << 20, 1 << 16, I),
                                         (0, 0, 4))
-    _refused(MemoryError, lambda: model.engine.check_call(1 << 20, 1 << 16, True),
+    _refused(MemoryError, lambda: model.engine.plan(1 << 20, 1 << 16),
              r"^a call on x with batch 1048576 and time 65536", "GiB", "available")
     _refused(MemoryError, lambda: model(x), "GiB")
 

@@ -92,7 +92,7 @@ def test_memory_check_counts_the_workspace():
         model(x)
     with pytest.raises(MemoryError, match=r"^a call on x with batch \d+ and time 1 \(input "
                                           r"projection \d+ x 1024 floats"):
-        model.engine.check_call(int(rows), 1, True)
+        model.engine.plan(int(rows), 1)
 
 
 @pytest.mark.parametrize("B,T", [(2**31, 1), (1, 2**31), (2**40, 2**40)])
@@ -100,7 +100,7 @@ def test_sizes_past_the_kernels_int_are_refused(B, T):
     model = fastlstm.LSTM(2, 3)
     with pytest.raises(ValueError, match=r"^x has (batch|time) size \d+; fastlstm supports at "
                                          r"most 2147483647 \(2\*\*31 - 1\)"):
-        model.engine.check_call(B, T, True)
+        model.engine.plan(B, T)
 
 
 def test_stream_batch_past_int_is_refused():

@@ -619,8 +619,9 @@ def _pair_for_test(str isa, const float[::1] wp0, const float[::1] wp1, int K,
 def _activation_for_test(str isa, str name, float[::1] values):
     """Test hook: the table's sigmoid or tanh, in place."""
     cdef const fl_simd_table *t = _table_for_test(isa)
-    cdef fl_vec_fn fn = t.sigmoid if name == "sigmoid" else t.tanh
+    cdef fl_vec_fn fn
     _need(name in ("sigmoid", "tanh"), "name is sigmoid or tanh")
+    fn = t.sigmoid if name == "sigmoid" else t.tanh
     if values.shape[0]:
         with nogil:
             fn(&values[0], <int>values.shape[0])

@@ -70,7 +70,8 @@ def extensions():
                   "wraparound": checks, "initializedcheck": checks}
     ext = Extension(
         "fastlstm._core",
-        sources=["fastlstm/_core.pyx", "csrc/fastlstm.c", "csrc/fl_simd.c"],
+        sources=["fastlstm/_core.pyx"]
+        + sorted("csrc/" + name for name in os.listdir("csrc") if name.endswith(".c")),
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile,

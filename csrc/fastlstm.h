@@ -4,15 +4,21 @@
  *   w_ih (4H, I), w_hh (4H, O), w_hr (O, H), peephole (3, H) for gates i, f, o;
  *   gate blocks inside every 4H vector are in the order i, f, g, o;
  *   O = proj_size when there is a projection, else H.
- * Every product runs in the SIMD tile kernels of fl_simd.c (weights packed once by fl_pack),
- * except the input projection of the portable build, which calls BLAS sgemm through a
- * function pointer so that this C code links to no BLAS of its own: the Cython layer hands it
- * scipy.linalg.cython_blas.sgemm.
+ * Every product runs in the tile kernels of the kernel table (fl_simd.h; weights packed once
+ * by fl_pack), except the input projection of the portable build, which calls BLAS sgemm
+ * through a function pointer so that this C code links to no BLAS of its own: the Cython
+ * layer hands it scipy.linalg.cython_blas.sgemm.
+ *
+ * Sources: fl_run.c (fl_run_sequence: input projection, time loop, scheduler), fl_cell.c (the
+ * cell math), fl_pack.c (weight packing), fl_simd_dispatch.c (the choice of kernel table) and
+ * one fl_simd_<isa>.c per instruction set; fl_tuning.h holds every threshold.
  */
 #ifndef FASTLSTM_H
 #define FASTLSTM_H
 
 #include <stddef.h>
+
+#include "fl_tuning.h"   /* FL_ROW_PAD, which the Cython layer sizes buffers with */
 
 /* Activation kinds; the Python table in fastlstm/activations.py reads these codes. */
 enum fl_act_kind {
@@ -60,12 +66,6 @@ typedef struct {
     fl_activation out_act;  /* activation applied to c' before h = o*act(c') */
     int standard;           /* sigmoid/tanh/tanh, no peepholes, clips or coupled gates */
 } fl_cell;
-
-/* The per-step buffers (pre, and gx when inputs are projected step by step) hold a row of 4H
- * floats and this many more: with rows 4H floats apart, a hidden size that is a multiple of
- * 256 puts every row's slice of one block in the same L1 set, and the tiles that fill them
- * thrash (measured: 0.80x of the fastest peer on the large workload, H = 1024). */
-enum { FL_ROW_PAD = 16 };
 
 /* One run of one direction over a batch of sequences.
  *

@@ -572,3 +572,200 @@ def runtime_facts():
         "kernels": fl_simd_name().decode(),
         "blas_used": bool(fl_blas_used()),
     }
+
+
+# ------------------------------------------------------------------------------ test hooks
+# Thin wrappers over the kernel table of every instruction set this CPU runs, so that
+# tests/test_native_kernels.py can test each one directly, whichever table fl_simd() chose.
+# Not part of fastlstm's API. Shapes are checked so that a wrong call raises instead of
+# writing past a buffer; the layouts are those of csrc/fl_simd.h.
+
+cdef extern from "fl_simd.h" nogil:
+    ctypedef struct fl_l2_ask:
+        const float *ask_from "from"
+        int lines
+
+    ctypedef struct fl_fused:
+        const float *wp
+        int K
+        const float *x
+        int x_ld
+        const float *pre
+        int pre_ld
+        int add
+        const float *gx
+        int gx_ld
+        const float *bias
+        float *c
+        int c_ld
+        float *h
+        int h_ld
+        float **y
+        int nb, H, width
+
+    ctypedef void (*fl_tile_fn)(int, const float *, int, const float *, int, int, float *, int,
+                                int, int, int, fl_l2_ask) noexcept nogil
+    ctypedef void (*fl_pair_fn)(const float *, const float *, int, const float *, float *,
+                                float *, int, int, int) noexcept nogil
+    ctypedef void (*fl_vec_fn)(float *, int) noexcept nogil
+    ctypedef void (*fl_cell_fn)(const float **, const float *, const float **, float **,
+                                float **, int, int, int, int) noexcept nogil
+    ctypedef void (*fl_fused_fn)(const fl_fused *) noexcept nogil
+
+    ctypedef struct fl_simd_table:
+        fl_tile_fn tile
+        fl_pair_fn pair
+        fl_vec_fn sigmoid
+        fl_vec_fn tanh
+        fl_cell_fn standard_cell
+        fl_fused_fn gates_cell
+        int rows
+        int units
+        int project_by_tiles
+        const char *name
+
+    const fl_simd_table *fl_simd_usable(int i)
+
+    enum:
+        FL_K_CHUNK, FL_TILE_ROWS_MAX, FL_LINE_FLOATS
+
+
+def _simd_tables_for_test():
+    """Test hook: (name, rows, units) of every kernel table this CPU runs, narrowest first."""
+    cdef int i = 0
+    found = []
+    while fl_simd_usable(i) != NULL:
+        t = fl_simd_usable(i)
+        found.append((t.name.decode(), t.rows, t.units))
+        i += 1
+    return found
+
+
+def _kernel_constants_for_test():
+    """Test hook: the constants of csrc/fl_tuning.h that the kernel tests depend on."""
+    return {"FL_K_CHUNK": FL_K_CHUNK, "FL_TILE_ROWS_MAX": FL_TILE_ROWS_MAX,
+            "FL_LINE_FLOATS": FL_LINE_FLOATS}
+
+
+cdef const fl_simd_table *_table_for_test(str isa) except NULL:
+    cdef int i = 0
+    while fl_simd_usable(i) != NULL:
+        if fl_simd_usable(i).name.decode() == isa:
+            return fl_simd_usable(i)
+        i += 1
+    raise ValueError(f"this CPU does not run the {isa!r} kernels")
+
+
+cdef int _need(bint ok, str what) except -1:
+    if not ok:
+        raise ValueError(f"test hook: {what}")
+    return 0
+
+
+def _tile_for_test(str isa, int M, const float[::1] wp, int K, const float[:, ::1] x,
+                   float[:, ::1] out, int m_stride, int width, bint accumulate, int ask_lines=0):
+    """Test hook: the table's tile, out[r, m*m_stride + u] (+)= sum_k wp[k, m, u] * x[r, k] for
+    the nb = len(x) rows; ask_lines > 0 asks for that many lines of wp into L2 meanwhile."""
+    cdef const fl_simd_table *t = _table_for_test(isa)
+    cdef fl_l2_ask ask
+    cdef int nb = <int>x.shape[0]
+    _need(M == 1 or M == 4, "M is 1 or 4")
+    _need(1 <= nb <= t.rows, "1 <= rows <= the table's rows")
+    _need(1 <= width <= t.units and K >= 1 and x.shape[1] >= K and m_stride >= 0, "sizes")
+    _need(wp.shape[0] >= <Py_ssize_t>K * M * t.units, "wp holds K*M*units floats")
+    _need(out.shape[0] == nb and out.shape[1] >= (M - 1) * m_stride + width, "out's shape")
+    _need(0 <= ask_lines <= wp.shape[0] // FL_LINE_FLOATS, "ask within wp")
+    ask.ask_from = &wp[0]
+    ask.lines = ask_lines
+    with nogil:
+        t.tile(M, &wp[0], K, &x[0, 0], <int>x.shape[1], nb, &out[0, 0], <int>out.shape[1],
+               m_stride, width, accumulate, ask)
+
+
+def _pair_for_test(str isa, const float[::1] wp0, const float[::1] wp1, int K,
+                   const float[::1] x, float[::1] out0, float[::1] out1, int m_stride,
+                   int width0, int width1):
+    """Test hook: the table's one-row pair kernel, two blocks of four gates (gates m_stride
+    apart in out0 and out1)."""
+    cdef const fl_simd_table *t = _table_for_test(isa)
+    _need(K >= 1 and x.shape[0] >= K and m_stride >= 0, "sizes")
+    _need(1 <= width0 <= t.units and 1 <= width1 <= t.units, "widths")
+    _need(min(wp0.shape[0], wp1.shape[0]) >= <Py_ssize_t>K * 4 * t.units, "wp0, wp1 sizes")
+    _need(out0.shape[0] >= 3 * m_stride + width0 and out1.shape[0] >= 3 * m_stride + width1,
+          "out0, out1 sizes")
+    with nogil:
+        t.pair(&wp0[0], &wp1[0], K, &x[0], &out0[0], &out1[0], m_stride, width0, width1)
+
+
+def _activation_for_test(str isa, str name, float[::1] values):
+    """Test hook: the table's sigmoid or tanh, in place."""
+    cdef const fl_simd_table *t = _table_for_test(isa)
+    cdef fl_vec_fn fn
+    _need(name in ("sigmoid", "tanh"), "name is sigmoid or tanh")
+    fn = t.sigmoid if name == "sigmoid" else t.tanh
+    if values.shape[0]:
+        with nogil:
+            fn(&values[0], <int>values.shape[0])
+
+
+def _standard_cell_for_test(str isa, const float[:, ::1] gx, const float[::1] bias,
+                            const float[:, ::1] pre, float[:, ::1] c, float[:, ::1] h, int j0,
+                            int j1):
+    """Test hook: the table's standard cell for units [j0, j1) of len(gx) rows (H = len(c[0]));
+    False when the table has none (the generic cell serves it)."""
+    cdef const fl_simd_table *t = _table_for_test(isa)
+    cdef const float *gxr[FL_TILE_ROWS_MAX]
+    cdef const float *prer[FL_TILE_ROWS_MAX]
+    cdef float *cr[FL_TILE_ROWS_MAX]
+    cdef float *hr[FL_TILE_ROWS_MAX]
+    cdef int r, nb = <int>gx.shape[0], H = <int>c.shape[1]
+    if t.standard_cell == NULL:
+        return False
+    _need(1 <= nb <= FL_TILE_ROWS_MAX and 0 <= j0 <= j1 <= H, "rows and units")
+    _need(pre.shape[0] == nb and c.shape[0] == nb and h.shape[0] == nb, "one row each")
+    _need(gx.shape[1] == 4 * H and pre.shape[1] == 4 * H and bias.shape[0] == 4 * H
+          and h.shape[1] == H, "4H gates, H units")
+    for r in range(nb):
+        gxr[r], prer[r], cr[r], hr[r] = &gx[r, 0], &pre[r, 0], &c[r, 0], &h[r, 0]
+    with nogil:
+        t.standard_cell(gxr, &bias[0], prer, cr, hr, nb, H, j0, j1)
+    return True
+
+
+def _gates_cell_for_test(str isa, const float[::1] wp, int K, const float[:, ::1] x,
+                         const float[:, ::1] pre, const float[:, ::1] gx,
+                         const float[::1] bias, float[:, ::1] c, float[:, ::1] h,
+                         float[:, ::1] y, int H, int width):
+    """Test hook: the table's last K block fused with the standard cell (fl_fused), for one
+    block of `width` units at column 0 of len(x) rows (gates H apart in pre, gx and bias; pre
+    None: no earlier blocks; y None: no output rows). False when the table has none."""
+    cdef const fl_simd_table *t = _table_for_test(isa)
+    cdef fl_fused f
+    cdef float *yr[FL_TILE_ROWS_MAX]
+    cdef int r, nb = <int>x.shape[0]
+    if t.gates_cell == NULL:
+        return False
+    _need(1 <= nb <= t.rows and 1 <= width <= t.units and width <= H, "rows and width")
+    _need(1 <= K <= FL_K_CHUNK and x.shape[1] >= K, "one K block")
+    _need(wp.shape[0] >= <Py_ssize_t>K * 4 * t.units, "wp holds K*4*units floats")
+    _need(pre is None or (pre.shape[0] == nb and pre.shape[1] >= 3 * H + width), "pre's shape")
+    _need(gx.shape[0] == nb and gx.shape[1] >= 3 * H + width and bias.shape[0] >= 3 * H + width,
+          "gx and bias hold four gates H apart")
+    _need(c.shape[0] == nb and c.shape[1] >= width and h.shape[0] == nb and h.shape[1] >= width,
+          "c and h")
+    _need(y is None or (y.shape[0] == nb and y.shape[1] >= width), "y's shape")
+    f.wp, f.K, f.x, f.x_ld = &wp[0], K, &x[0, 0], <int>x.shape[1]
+    f.add = pre is not None
+    f.pre = &pre[0, 0] if pre is not None else NULL
+    f.pre_ld = <int>pre.shape[1] if pre is not None else 0
+    f.gx, f.gx_ld, f.bias = &gx[0, 0], <int>gx.shape[1], &bias[0]
+    f.c, f.c_ld, f.h, f.h_ld = &c[0, 0], <int>c.shape[1], &h[0, 0], <int>h.shape[1]
+    f.y = NULL
+    if y is not None:
+        for r in range(nb):
+            yr[r] = &y[r, 0]
+        f.y = yr
+    f.nb, f.H, f.width = nb, H, width
+    with nogil:
+        t.gates_cell(&f)
+    return True

@@ -1,9 +1,12 @@
-/* fastlstm native kernels; see fastlstm.h for the layouts. */
+/* One run of one direction (fl_run_sequence): the input projection, then the time loop and
+ * its scheduler (how a step's work is cut over threads, row groups and hidden blocks, the
+ * barriers), calling the kernel table for the products and the cell update. See fastlstm.h
+ * for the layouts, fl_tuning.h for the thresholds. */
 #include "fastlstm.h"
+#include "fl_cell.h"
 #include "fl_omp.h"
 #include "fl_simd.h"
 
-#include <math.h>
 #include <string.h>
 
 /* Set once a parallel region with more than one thread has run in this process; a forked
@@ -11,177 +14,13 @@
 static volatile int fl_parallel_used = 0;
 static unsigned fl_calls = 0;   /* runs so far, for the block order (step_ctx.flip) */
 
-static inline float clampf(float v, float lim)
-{
-    return v > lim ? lim : (v < -lim ? -lim : v);
-}
-
-void fl_activate(fl_activation act, float *v, int n)
-{
-    const float a = act.alpha, b = act.beta;
-    int j;
-    switch (act.kind) {
-    case FL_ACT_TANH:
-        fl_simd()->tanh(v, n);
-        break;
-    case FL_ACT_SIGMOID:
-        fl_simd()->sigmoid(v, n);
-        break;
-    case FL_ACT_RELU:
-        for (j = 0; j < n; j++) v[j] = v[j] > 0.0f ? v[j] : 0.0f;
-        break;
-    case FL_ACT_HARD_SIGMOID:
-        for (j = 0; j < n; j++) {
-            float t = a * v[j] + b;
-            v[j] = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
-        }
-        break;
-    case FL_ACT_AFFINE:
-        for (j = 0; j < n; j++) v[j] = a * v[j] + b;
-        break;
-    case FL_ACT_SOFTSIGN:
-        for (j = 0; j < n; j++) v[j] = v[j] / (1.0f + fabsf(v[j]));
-        break;
-    case FL_ACT_SOFTPLUS:
-        /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|), exact for large |x| */
-        for (j = 0; j < n; j++) v[j] = (v[j] > 0.0f ? v[j] : 0.0f) + log1pf(expf(-fabsf(v[j])));
-        break;
-    case FL_ACT_ELU:
-        for (j = 0; j < n; j++) v[j] = v[j] >= 0.0f ? v[j] : a * expm1f(v[j]);
-        break;
-    case FL_ACT_LEAKY_RELU:
-        for (j = 0; j < n; j++) v[j] = v[j] >= 0.0f ? v[j] : a * v[j];
-        break;
-    case FL_ACT_THRESHOLDED_RELU:
-        for (j = 0; j < n; j++) v[j] = v[j] > a ? v[j] : 0.0f;
-        break;
-    case FL_ACT_SCALED_TANH:
-        for (j = 0; j < n; j++) v[j] = a * tanhf(b * v[j]);
-        break;
-    default:
-        /* Unreachable: Python validates activation names before building a cell. */
-        break;
-    }
-}
-
-/* The fused cell update for one row and hidden units [j0, j1), any cell options (update_rows
- * gives the standard cell to the SIMD table's kernel when there is one).
- *   pre : (4H) recurrent term R.h on entry; used as scratch, gates i, f, g, o
- *   gx  : (4H) input term W.x
- *   c   : (H)  cell state, updated in place
- *   h   : (H)  new hidden state before any projection
- */
-static void cell_rows(const fl_cell *p, const float *gx, float *pre, float *c, float *h,
-                      int j0, int j1)
-{
-    const int H = p->hidden_size, n = j1 - j0;
-    float *pi = pre + j0, *pf = pre + H + j0, *pg = pre + 2 * H + j0, *po = pre + 3 * H + j0;
-    const float *xi = gx + j0, *xf = gx + H + j0, *xg = gx + 2 * H + j0, *xo = gx + 3 * H + j0;
-    const float *bi = p->bias + j0, *bf = p->bias + H + j0, *bg = p->bias + 2 * H + j0,
-                *bo = p->bias + 3 * H + j0;
-    float *cc = c + j0, *hh = h + j0;
-    int j;
-
-    for (j = 0; j < n; j++) {
-        pi[j] += xi[j] + bi[j];
-        pf[j] += xf[j] + bf[j];
-        pg[j] += xg[j] + bg[j];
-        po[j] += xo[j] + bo[j];
-    }
-    if (p->peephole) {
-        const float *wi = p->peephole + j0, *wf = p->peephole + H + j0;
-        for (j = 0; j < n; j++) {
-            pi[j] += wi[j] * cc[j];
-            pf[j] += wf[j] * cc[j];
-        }
-    }
-    if (p->has_gate_clip) {
-        const float lim = p->gate_clip;
-        for (j = 0; j < n; j++) {
-            pi[j] = clampf(pi[j], lim);
-            pf[j] = clampf(pf[j], lim);
-            pg[j] = clampf(pg[j], lim);
-        }
-    }
-    fl_activate(p->gate_act, pi, n);
-    if (!p->input_forget) fl_activate(p->gate_act, pf, n);
-    fl_activate(p->cell_act, pg, n);
-
-    /* c' = f*c + i*g, with f = 1 - i for a coupled input-forget gate */
-    if (p->input_forget) {
-        for (j = 0; j < n; j++) cc[j] = (1.0f - pi[j]) * cc[j] + pi[j] * pg[j];
-    } else {
-        for (j = 0; j < n; j++) cc[j] = pf[j] * cc[j] + pi[j] * pg[j];
-    }
-    if (p->has_cell_clip) {
-        const float lim = p->cell_clip;
-        for (j = 0; j < n; j++) cc[j] = clampf(cc[j], lim);
-    }
-
-    /* o = ra(Wo x + Ro h + bo + Po*c'), the peephole sees the new cell */
-    if (p->peephole) {
-        const float *wo = p->peephole + 2 * H + j0;
-        for (j = 0; j < n; j++) po[j] += wo[j] * cc[j];
-    }
-    if (p->has_gate_clip) {
-        const float lim = p->gate_clip;
-        for (j = 0; j < n; j++) po[j] = clampf(po[j], lim);
-    }
-    fl_activate(p->gate_act, po, n);
-
-    /* h' = o*act(c'); the g block is free now and holds act(c') */
-    memcpy(pg, cc, (size_t)n * sizeof(float));
-    fl_activate(p->out_act, pg, n);
-    for (j = 0; j < n; j++) hh[j] = po[j] * pg[j];
-}
-
-/* ------------------------------------------------------------------ weight packing */
-
-size_t fl_packed_size(int groups, int units, int K)
-{
-    const size_t U = (size_t)fl_simd()->units;
-    const size_t blocks = ((size_t)units + U - 1) / U;
-    return blocks * (size_t)K * (size_t)groups * U;
-}
-
-/* Pack w (groups*units, K), row-major, into tiles [block][k][group][U], U = the SIMD table's
- * units per block: block q holds units q*U .. q*U+U-1 of every group (the four gates for
- * w_hh, one group for w_hr), zero-padded. */
-void fl_pack(const float *w, int groups, int units, int K, float *out)
-{
-    const int U = fl_simd()->units;
-    const int blocks = (units + U - 1) / U;
-    int q, k, g, u;
-    for (q = 0; q < blocks; q++) {
-        float *dst = out + (size_t)q * K * groups * U;
-        for (k = 0; k < K; k++)
-            for (g = 0; g < groups; g++)
-                for (u = 0; u < U; u++) {
-                    const int unit = q * U + u;
-                    dst[((size_t)k * groups + g) * U + u] =
-                        unit < units ? w[((size_t)g * units + unit) * K + k] : 0.0f;
-                }
-    }
-}
-
 /* ------------------------------------------------------------------ the time loop */
 
-/* Below this many multiply-adds per step, waking a second thread costs more than it saves. */
-#define FL_PARALLEL_MIN_MACS 32768L
-/* A batch too small to split by rows splits every step by hidden blocks, with a barrier per
- * step; below this many recurrent multiply-adds per step that loses. Measured on a 2-core
- * AVX-512 machine (100 steps, 2 threads vs 1): B=1, H=128 (65k) 2.0x faster, B=1, H=256 1.7x
- * (each core then holds its half of W_hh in its own L2); B=1, H=64 no gain. */
-#define FL_BARRIER_MIN_MACS 65536L
-
-/* With SIMD kernels, batches this large project their inputs step by step, inside the time
- * loop (see input_step): the tile kernel then takes x_t . W_ih^T for a block right before
- * h . W_hh^T, into a (B, 4H) buffer that stays in cache, where a projection of all steps first
- * writes B*T*4H floats that every step reads back from memory, a row here and a row there.
- * Below this many rows projecting all steps first wins: it reads W_ih once for all steps,
- * where the step kernel reads it again every step (for a few rows, memory-bound). */
-#define FL_STEP_PROJECTION_MIN_BATCH 12
-
+/* Inputs are projected all steps first (input_projection), or, from
+ * FL_STEP_PROJECTION_MIN_BATCH rows with SIMD tiles, step by step inside the time loop (by_step,
+ * input_step): the tile then takes x_t . W_ih^T for a block right before h . W_hh^T, into a
+ * (B, 4H) buffer that stays in cache, where a projection of all steps first writes B*T*4H
+ * floats that every step reads back from memory, a row here and a row there. */
 typedef struct {
     const fl_cell *p;
     const fl_seq *s;
@@ -243,7 +82,7 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
         pre[r] = s->pre + (size_t)(r0 + r) * cx->ld_pre;
         c[r] = s->cs + (size_t)(r0 + r) * H;
         h[r] = p->w_hr ? s->hfull + (size_t)(r0 + r) * H : h_next + (size_t)(r0 + r) * O;
-        if (!simd_cell) cell_rows(p, gx[r], pre[r], c[r], h[r], j0, j1);
+        if (!simd_cell) fl_cell_rows(p, gx[r], pre[r], c[r], h[r], j0, j1);
     }
     /* the standard cell: the group's rows in one call, whose work then overlaps (AVX2) */
     if (simd_cell)
@@ -256,8 +95,7 @@ static void update_rows(const step_ctx *cx, int step, int r0, int nb, int j0, in
 /* Ask for the rows' Gx slices of units j0.. (four gates) and their output slices, which the
  * update of this block reads and writes once the tiles are done. Gx rows of one step lie
  * a whole sequence apart in memory (rows are (b, t)), so no hardware prefetcher predicts
- * them: without this the update waits on memory for every slice (measured with a batch of
- * 32 projected up front: the update took 28% of the time, more than half of it stalled).
+ * them: without this the update waits on memory for every slice.
  * Always inlined: as a call of its own, gcc found it free of side effects and dropped it. */
 static inline __attribute__((always_inline)) void prefetch_rows(const step_ctx *cx, int step, int r0, int nb, int j0)
 {
@@ -279,9 +117,8 @@ static inline __attribute__((always_inline)) void prefetch_rows(const step_ctx *
  * runs as 5,5,6,5,5,6 rather than 6,6,6,6,6,2. Split by rows, the cut is made once per run
  * from the whole batch, so a row stays with the thread that owns its group for the whole run;
  * at each step a group covers only its rows below `active`. Split by blocks, every step cuts
- * its live rows afresh: a batch that has shrunk to 17 rows runs as 4,4,4,5, not 5,5,6,1 (the
- * varlen workload 2.4% faster on two threads, the stack 3% on one; same bits, since a row's
- * sums never depend on the rows beside it).
+ * its live rows afresh: a batch that has shrunk to 17 rows runs as 4,4,4,5, not 5,5,6,1 (same
+ * bits, since a row's sums never depend on the rows beside it).
  *
  * Work of one step is cut two ways (see time_loop): by hidden blocks q in [q0, q1) over all
  * row groups (owner_nth == 1), or by row groups over all blocks: thread `owner` of owner_nth
@@ -341,21 +178,14 @@ static void row_pair(const fl_simd_table *simd, const float *wp, int K, int H, i
     simd->tile(4, wp + blk * block_floats, K, x, K, 1, out + j0, 4 * H, H, j1 - j0, 0, FL_NO_ASK);
 }
 
-/* Weights a step reads beyond this many bytes do not stay in a core's L2 from one step to the
- * next (the cores measured have 1 and 2 MiB). Beyond it a step cuts its rows by blocks at any
- * batch (see time_loop), and block_tiles asks for the weights read next into L2 while it runs. */
-#define FL_L2_WEIGHT_BYTES (2u << 20)
-
 /* out rows of the share's groups (+)= their x rows . W^T for one block of packed weights wq
  * ([k][4][U], K inputs), one tile call a group. The first group reads the block from L3 (or
  * memory) and leaves it in L2 for the others. With cx->ask_ahead, the groups after the first
  * ask for `next` (the weights the step reads after these) into L2, each an equal share of its
  * lines, spread by the tile over its inputs: the next block then comes from L3 while this one
- * is multiplied from L2, instead of when the next first group waits on it. (Measured, Intel
- * Xeon with 2 MiB L2, in-process alternations: batch 1.06-1.08x faster on 1 and 2 threads;
- * large 1.19-1.22x, against tiles of 128 inputs over all groups, each slice from L3 once and
- * then L1, that this replaced. Weights that fit L2, stack workload: 1-4% slower, so not there;
- * with one group, deepbench: no gain, so not there either.) */
+ * is multiplied from L2, instead of when the next first group waits on it. Only for steps
+ * whose weights pass FL_L2_WEIGHT_BYTES (weights that fit L2 ran slower with it) and with
+ * more than one group. */
 static void block_tiles(const step_ctx *cx, work_share w, int active, const float *wq, int K,
                         const float *x, int x_ld, float *out, int out_ld, int width,
                         fl_l2_ask next)
@@ -369,7 +199,7 @@ static void block_tiles(const step_ctx *cx, work_share w, int active, const floa
         if (n > 1 && j > 0) {
             long a, b;
             my_range(next.lines, j - 1, n - 1, &a, &b);
-            ask.from = next.from + a * 16, ask.lines = (int)(b - a);
+            ask.from = next.from + a * FL_LINE_FLOATS, ask.lines = (int)(b - a);
         }
         cx->simd->tile(4, wq, K, x + (size_t)r0 * x_ld, x_ld, nb, out + (size_t)r0 * out_ld,
                        out_ld, H, width, 0, ask);
@@ -405,8 +235,8 @@ static void gather_inputs(const step_ctx *cx, int step, int r0, int r1)
 /* pre = h_prev . W_hh^T for block j0.. and the share's groups, fused with the cell update
  * (the simd table's gates_cell): the earlier K blocks by block_tiles into pre, the last in
  * registers, straight into the cell, the new c, h and the output rows. The same bits as
- * block_tiles then update_rows; 2-4% faster on the batch, large and stack shapes (the sums of
- * the last block and the gates never go through memory, one call a group instead of a row). */
+ * block_tiles then update_rows, faster: the sums of the last block and the gates never go
+ * through memory, and it is one call a group instead of a row. */
 static void recurrent_fused(const step_ctx *cx, int step, int active, work_share w,
                             const float *wq, const float *h_prev, float *h_next, int j0, int j1,
                             fl_l2_ask next)
@@ -456,18 +286,16 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
     const size_t block_floats = (size_t)O * 4 * U;
     /* Every other step takes the blocks in reverse order: the weights a step read last, still
      * in this core's L2, are the first the next step reads. Read in one order every step, a
-     * set of weights a little larger than L2 misses it throughout (measured, one row, hidden
-     * 256: 7% faster on one thread, 22% on two; a stream step, whose calls alternate, 15%;
-     * batches of 16 rows, 2%). The order of blocks changes no result. */
+     * set of weights a little larger than L2 misses it throughout. The order of blocks
+     * changes no result. */
     const int reverse = (step + cx->flip) & 1;
     int i, g, r0, nb;
 
     if (active == 1) {
         /* One row: pairs of blocks (see row_pair), then the cell update of all the share's
-         * units in one call, whose vectors then overlap (measured, sequence of one row,
-         * hidden 256: 2-4% faster than an update after each pair). Its inputs are projected
-         * here, pair by pair, from xc (step by step) or from x (a lone step); else gx holds
-         * them already. */
+         * units in one call, whose vectors then overlap (faster than an update after each
+         * pair). Its inputs are projected here, pair by pair, from xc (step by step) or from
+         * x (a lone step); else gx holds them already. */
         ptrdiff_t gx_row;
         const float *xr = cx->by_step ? s->xc
                           : cx->single_row ? s->x + data_row(cx, 0, step, &gx_row) * s->x_ld : NULL;
@@ -491,10 +319,15 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
         /* the weights read next, asked for meanwhile (see block_tiles): after this block's
          * W_ih its W_hh, after its W_hh the next block's W_ih (or W_hh, inputs projected
          * first); after the share's last block none (the next step starts with it) */
-        fl_l2_ask ih_next = {wq, (int)(block_floats / 16)}, hh_next = FL_NO_ASK;
+        fl_l2_ask ih_next = {wq, (int)(block_floats / FL_LINE_FLOATS)}, hh_next = FL_NO_ASK;
         if (i + 1 < w.q1) {
-            if (cx->by_step) hh_next.from = p->w_ih_packed + qn * ih_floats, hh_next.lines = (int)(ih_floats / 16);
-            else hh_next.from = wq + (qn - q) * (ptrdiff_t)block_floats, hh_next.lines = ih_next.lines;
+            if (cx->by_step) {
+                hh_next.from = p->w_ih_packed + qn * ih_floats;
+                hh_next.lines = (int)(ih_floats / FL_LINE_FLOATS);
+            } else {
+                hh_next.from = wq + (qn - q) * (ptrdiff_t)block_floats;
+                hh_next.lines = ih_next.lines;
+            }
         }
         for (g = -1; next_group(w, active, &g, &r0, &nb);) prefetch_rows(cx, step, r0, nb, j0);
         if (cx->by_step) input_step(cx, q, active, w, ih_next);
@@ -548,17 +381,14 @@ static inline void barrier(int nth)
 #endif
 }
 
-/* Batches this large per thread are cut by rows: each thread runs the whole time loop for its
- * own row groups with no barrier at all. Below it, each step is cut by hidden blocks, with a
- * barrier per step. Weights read every step beyond FL_L2_WEIGHT_BYTES are cut by
- * blocks at any batch: they do not fit a core's L2, and with rows cut every core would stream
- * all of them from L3 each step, with blocks cut its share (measured, 2 threads: large workload
- * 28 -> 20 ms, varlen 14.5 -> 13.3 ms, batch unchanged). */
-#define FL_ROWS_PER_THREAD_FOR_ROW_SPLIT 8
-
 /* The whole time loop, run by each of nth threads (nth == 1: plain serial code, no OpenMP
  * call at all, which is what a forked child needs). h ping-pongs between s->hs and s->hs2:
- * step t writes hs2 when t is even, so a row that ran n steps ends in hs2 when n is odd. */
+ * step t writes hs2 when t is even, so a row that ran n steps ends in hs2 when n is odd.
+ * From FL_ROWS_PER_THREAD_FOR_ROW_SPLIT rows a thread the run is cut by rows: each thread
+ * runs the whole loop for its own row groups with no barrier at all. Below it, or when a
+ * step's weights pass FL_L2_WEIGHT_BYTES (cut by rows, every core would stream all of them
+ * from L3 each step; cut by blocks, its share), each step is cut by hidden blocks, with a
+ * barrier per step. */
 static void time_loop(const step_ctx *cx, int tid, int nth)
 {
     const fl_cell *p = cx->p;
@@ -665,13 +495,6 @@ static void input_tiles(const fl_cell *p, const float *x, int x_ld, long rows, f
     }
 }
 
-/* Rows of the input projection per sgemm call, at most: enough to amortize BLAS's packing of
- * each W_ih block (measured: 128 rows cost 30% on the batch workload, 1024 nothing), few
- * enough that every size handed to the 32-bit BLAS stays small. */
-#define FL_PROJ_ROWS 1024
-#define FL_PROJ_MIN_ROWS 64
-#define FL_PROJ_CHUNKS 16
-
 /* Rows of x are projected in chunks of this many, cut at the same places whatever the thread
  * count, and the chunks are dealt to the threads. A BLAS whose rounding of a row depends on
  * its place in a call (OpenBLAS's Haswell sgemm does) then still gives the same bits for 1
@@ -679,7 +502,7 @@ static void input_tiles(const fl_cell *p, const float *x, int x_ld, long rows, f
 static long projection_chunk(long rows)
 {
     long chunk = (rows + FL_PROJ_CHUNKS - 1) / FL_PROJ_CHUNKS;
-    chunk = (chunk + 15) / 16 * 16;
+    chunk = (chunk + FL_PROJ_ROW_MULTIPLE - 1) / FL_PROJ_ROW_MULTIPLE * FL_PROJ_ROW_MULTIPLE;
     return chunk < FL_PROJ_MIN_ROWS ? FL_PROJ_MIN_ROWS : (chunk > FL_PROJ_ROWS ? FL_PROJ_ROWS : chunk);
 }
 
@@ -827,21 +650,9 @@ int fl_openmp_version(void)
 
 int fl_openmp_used_in_parallel(void) { return fl_parallel_used; }
 
-const char *fl_simd_name(void) { return fl_simd()->name; }
-
 int fl_blas_used(void) { return !fl_simd()->project_by_tiles; }
 
 int fl_projects_by_step(int batch)
 {
     return batch >= FL_STEP_PROJECTION_MIN_BATCH && fl_simd()->project_by_tiles;
-}
-
-int fl_cpu_has_avx2_fma(void)
-{
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
 }

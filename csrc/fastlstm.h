@@ -67,6 +67,33 @@ typedef struct {
     int standard;           /* sigmoid/tanh/tanh, no peepholes, clips or coupled gates */
 } fl_cell;
 
+/* How one direction of one layer runs over one batch: decided by fl_plan (fl_plan.c), the one
+ * place that decides, once per call shape; fl_run_sequence follows it. */
+typedef struct {
+    int by_step;      /* inputs projected step by step inside the time loop; else all steps
+                         first, before it */
+    int single_row;   /* one row, one step: inputs projected pair by pair inside the step */
+    int by_tiles;     /* a projection before the loop runs in the tile kernel, not sgemm */
+    int compact;      /* with lengths: only the valid rows are projected (fl_seq.gx_start) */
+    int fused;        /* the recurrent tile's last block and the cell in one kernel */
+    int threads;      /* threads the run asks for (1: no parallel region) */
+    int by_rows;      /* threads own row groups for the whole run (no barrier per step);
+                         else every step is cut by hidden blocks */
+    int ask_ahead;    /* tiles ask for the weights read next into L2 */
+    size_t step_bytes; /* weights read every step: W_hh, and W_ih when projected by step */
+} fl_run_plan;
+
+/* A stack's workspace buffers, in floats: fl_plan sizes each for every run of the call. */
+enum { FL_BUF_GX, FL_BUF_PRE, FL_BUF_HS, FL_BUF_HS2, FL_BUF_CS, FL_BUF_HFULL, FL_BUF_A,
+       FL_BUF_B, FL_BUF_XC, FL_BUFS };
+
+/* The plan of a call: `cells` holds every (layer, direction), layer by layer, `directions[l]`
+ * of them for layer l; a batch of `batch` sequences of `steps` steps, with lengths or not,
+ * `stepwise` (each row's result independent of the rest of the batch: streams, pools), on
+ * up to `threads` threads. Fills one fl_run_plan per cell and the size of every buffer. */
+void fl_plan(const fl_cell *cells, const int *directions, int layers, int batch, int steps,
+             int lengths, int stepwise, int threads, fl_run_plan *runs, size_t *floats);
+
 /* One run of one direction over a batch of sequences.
  *
  * Rows: x, gx and y hold one row per (b, t); the row index is b*row_b + t*row_t, so the same
@@ -85,16 +112,16 @@ typedef struct {
     const float *h0, *c0;         /* (B, O), (B, H) in batch order; NULL means zeros */
     float *hn, *cn;               /* (B, O), (B, H) final states; may alias h0/c0; NULL: not written */
     float *gx;                    /* workspace (rows, 4H), or (B, 4H + FL_ROW_PAD) when the
-                                     inputs are projected step by step (fl_projects_by_step) */
+                                     inputs are projected step by step (plan->by_step) */
     float *pre;                   /* workspace (B, 4H + FL_ROW_PAD) */
     float *hs, *hs2;              /* workspace (B, O) twice, working order (h ping-pongs) */
     float *cs;                    /* workspace (B, H), working order */
     float *hfull;                 /* workspace (B, H) when there is a projection, else NULL */
-    int num_threads;
-    int input_by_tiles;           /* input projection by the tile kernel instead of sgemm: each
-                                     row's result then depends on that row alone (streaming) */
-    const long long *gx_start;    /* (B) with lengths: gx holds only valid rows, sequence b's
-                                     from row gx_start[b] (prefix sums of lengths); else NULL */
+    const fl_run_plan *plan;      /* how to run (fl_plan) */
+    const long long *gx_start;    /* (B) with plan->compact: gx holds only valid rows, sequence
+                                     b's from row gx_start[b] (prefix sums of lengths) */
+    const int *state_rows;        /* (B) or NULL: sequence b's rows of h0, c0, hn and cn are
+                                     state_rows[b] (a pool's slabs), else b */
     float *xc;                    /* workspace (valid rows, I) for the packed inputs, and
                                      at least (B, I) */
 } fl_seq;
@@ -115,8 +142,5 @@ int fl_openmp_used_in_parallel(void);
 int fl_cpu_has_avx2_fma(void);
 const char *fl_simd_name(void);
 int fl_blas_used(void);   /* the input projection calls BLAS sgemm (the portable build) */
-/* Whether a run over `batch` sequences projects its inputs step by step, so that gx holds
- * (batch, 4H + FL_ROW_PAD) floats, or all steps first, so that it holds (rows, 4H). */
-int fl_projects_by_step(int batch);
 
 #endif

@@ -35,6 +35,7 @@ typedef struct {
                        where (step + flip) is odd (see gate_work) */
     size_t step_bytes; /* weights read every step: W_hh, and W_ih when projected by step */
     int ask_ahead;  /* block_tiles asks for the weights read next into L2 (FL_L2_WEIGHT_BYTES) */
+    int by_rows;    /* with more than one thread, each owns row groups for the whole run */
 } step_ctx;
 
 static inline int row_length(const fl_seq *s, int b)
@@ -51,7 +52,7 @@ static inline ptrdiff_t data_row(const step_ctx *cx, int r, int step, ptrdiff_t 
     const int b = s->order ? s->order[r] : r;
     const int t = s->reverse ? row_length(s, b) - 1 - step : step;
     const ptrdiff_t row = (ptrdiff_t)b * s->row_b + (ptrdiff_t)t * s->row_t;
-    *gx_row = cx->by_step ? r : (s->gx_start ? (ptrdiff_t)s->gx_start[b] + t : row);
+    *gx_row = cx->by_step ? r : (s->plan->compact ? (ptrdiff_t)s->gx_start[b] + t : row);
     return row;
 }
 
@@ -397,8 +398,7 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
     const int R = cx->simd->rows;
     const int blocks = (H + U - 1) / U;
     const int out_blocks = (O + U - 1) / U;
-    const int by_rows = nth > 1 && s->batch >= FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * nth
-                        && cx->step_bytes < FL_L2_WEIGHT_BYTES;
+    const int by_rows = nth > 1 && cx->by_rows;
     float *h_prev = s->hs, *h_next = s->hs2;
     int active = s->batch, step;
     work_share cut;
@@ -544,7 +544,7 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
     const float *x = s->x;
     int x_ld = s->x_ld;
     long rows = (long)s->batch * s->steps;
-    if (s->gx_start) {
+    if (s->plan->compact) {
         long q0, q1, q;
         int t;
         rows = (long)s->gx_start[s->batch - 1] + s->lengths[s->batch - 1];
@@ -557,7 +557,7 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
         barrier(nth);   /* xc is complete */
         x = s->xc, x_ld = I;
     }
-    if (s->input_by_tiles || fl_simd()->project_by_tiles)
+    if (s->plan->by_tiles)
         input_tiles(p, x, x_ld, rows, s->gx, tid, nth);
     else
         project_chunks(p, sgemm, x, x_ld, s->gx, rows, tid, nth);
@@ -578,7 +578,9 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
 {
     const int H = p->hidden_size, O = p->output_size, B = s->batch, T = s->steps;
     const long G = 4L * H;
-    int r, threads = s->num_threads;
+    const fl_run_plan *plan = s->plan;
+    const int threads = plan->threads;
+    int r;
     step_ctx cx;
 
     if (B == 0) return;
@@ -586,28 +588,26 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     /* Gather the initial state into working order. */
     for (r = 0; r < B; r++) {
         const int b = s->order ? s->order[r] : r;
-        if (s->h0) memcpy(s->hs + (size_t)r * O, s->h0 + (size_t)b * O, (size_t)O * sizeof(float));
+        const size_t row = (size_t)(s->state_rows ? s->state_rows[b] : b);
+        if (s->h0) memcpy(s->hs + (size_t)r * O, s->h0 + row * O, (size_t)O * sizeof(float));
         else memset(s->hs + (size_t)r * O, 0, (size_t)O * sizeof(float));
-        if (s->c0) memcpy(s->cs + (size_t)r * H, s->c0 + (size_t)b * H, (size_t)H * sizeof(float));
+        if (s->c0) memcpy(s->cs + (size_t)r * H, s->c0 + row * H, (size_t)H * sizeof(float));
         else memset(s->cs + (size_t)r * H, 0, (size_t)H * sizeof(float));
     }
 
+    /* the plan's decisions, and the layouts that follow from them */
     cx.p = p;
     cx.s = s;
     cx.simd = fl_simd();
-    cx.by_step = fl_projects_by_step(B);
-    cx.fused = cx.by_step && p->standard && cx.simd->gates_cell != NULL;
-    cx.single_row = (long)B * T == 1 && !s->gx_start
-                    && (s->input_by_tiles || cx.simd->project_by_tiles);
+    cx.by_step = plan->by_step;
+    cx.fused = plan->fused;
+    cx.single_row = plan->single_row;
+    cx.step_bytes = plan->step_bytes;
+    cx.ask_ahead = plan->ask_ahead;
+    cx.by_rows = plan->by_rows;
     cx.flip = (int)(__atomic_fetch_add(&fl_calls, 1u, __ATOMIC_RELAXED) & 1u);
-    cx.step_bytes = ((size_t)O + (cx.by_step ? p->input_size : 0)) * 4 * (size_t)H
-                    * sizeof(float);
-    cx.ask_ahead = cx.step_bytes >= FL_L2_WEIGHT_BYTES;
     cx.ld_pre = (int)G + FL_ROW_PAD;
     cx.ld_gx = cx.by_step ? (int)G + FL_ROW_PAD : (int)G;
-    if ((long)B * G * (O + p->input_size) < FL_PARALLEL_MIN_MACS) threads = 1;
-    if (B < FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * threads && (long)B * G * O < FL_BARRIER_MIN_MACS)
-        threads = 1;
     if (T > 0) {
 #ifdef _OPENMP
         if (threads > 1) {
@@ -625,8 +625,9 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
         const int b = s->order ? s->order[r] : r;
         const int n = row_length(s, b) < T ? row_length(s, b) : T;
         const float *h_final = (n % 2) ? s->hs2 : s->hs;
-        if (s->hn) memcpy(s->hn + (size_t)b * O, h_final + (size_t)r * O, (size_t)O * sizeof(float));
-        if (s->cn) memcpy(s->cn + (size_t)b * H, s->cs + (size_t)r * H, (size_t)H * sizeof(float));
+        const size_t row = (size_t)(s->state_rows ? s->state_rows[b] : b);
+        if (s->hn) memcpy(s->hn + row * O, h_final + (size_t)r * O, (size_t)O * sizeof(float));
+        if (s->cn) memcpy(s->cn + row * H, s->cs + (size_t)r * H, (size_t)H * sizeof(float));
     }
 }
 
@@ -651,8 +652,3 @@ int fl_openmp_version(void)
 int fl_openmp_used_in_parallel(void) { return fl_parallel_used; }
 
 int fl_blas_used(void) { return !fl_simd()->project_by_tiles; }
-
-int fl_projects_by_step(int batch)
-{
-    return batch >= FL_STEP_PROJECTION_MIN_BATCH && fl_simd()->project_by_tiles;
-}

@@ -41,6 +41,16 @@ cdef extern from "fastlstm.h" nogil:
         fl_activation gate_act, cell_act, out_act
         int standard
 
+    ctypedef struct fl_run_plan:
+        int by_step, single_row, by_tiles, compact, fused, threads, by_rows, ask_ahead
+        size_t step_bytes
+
+    enum:
+        FL_BUFS
+
+    void fl_plan(const fl_cell *cells, const int *directions, int layers, int batch, int steps,
+                 int lengths, int stepwise, int threads, fl_run_plan *runs, size_t *floats)
+
     ctypedef struct fl_seq:
         int steps, batch
         Py_ssize_t row_b, row_t
@@ -61,9 +71,9 @@ cdef extern from "fastlstm.h" nogil:
         float *hs2
         float *cs
         float *hfull
-        int num_threads
-        int input_by_tiles
+        const fl_run_plan *plan
         const long long *gx_start
+        const int *state_rows
         float *xc
 
     void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm)
@@ -76,7 +86,6 @@ cdef extern from "fastlstm.h" nogil:
     int fl_cpu_has_avx2_fma()
     const char *fl_simd_name()
     int fl_blas_used()
-    int fl_projects_by_step(int batch)
 
     enum:
         FL_ROW_PAD
@@ -238,53 +247,73 @@ cdef class CellKernel:
 
 
 cdef class Plan:
-    """How a call of one shape runs, decided once (``plan``): whether the inputs are projected
-    step by step, whether only the valid rows are projected (with lengths), the threads, and
-    every scratch buffer's size. Workspaces are sized from it and runners follow it."""
+    """How a call of one shape runs (``plan``), as the core decided it in ``fl_plan``: per
+    (layer, direction) whether the inputs are projected step by step, by tiles or sgemm,
+    whether only the valid rows are (with lengths), the threads and how they split the work;
+    and every scratch buffer's size. Workspaces are sized from it and runners follow it."""
+    cdef fl_run_plan *runs
+    cdef int n
     cdef readonly Py_ssize_t batch, steps
-    cdef readonly bint lengths, stepwise, by_step, compact
-    cdef readonly int threads
-    cdef readonly tuple floats   # gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
+    cdef readonly bint lengths, stepwise, uses_blas
+    cdef readonly bint compact     # some run projects only the valid rows (needs gx_start)
+    cdef readonly int threads      # asked for; each run may use fewer
+    cdef readonly tuple floats     # gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
     cdef readonly Py_ssize_t nbytes
     cdef readonly Py_ssize_t projected_rows, gates   # the input projection's buffer
 
+    def __dealloc__(self):
+        PyMem_Free(self.runs)
+
+    @property
+    def decisions(self):
+        """Per (layer, direction), the core's decisions, as dicts (for tests and tuning)."""
+        return [self.runs[k] for k in range(self.n)]
+
     def __repr__(self):
+        first = self.runs[0]
         return (f"Plan(batch={self.batch}, steps={self.steps}, lengths={self.lengths}, "
-                f"stepwise={self.stepwise}, by_step={self.by_step}, compact={self.compact}, "
-                f"threads={self.threads}, nbytes={self.nbytes})")
+                f"stepwise={self.stepwise}, threads={self.threads}, by_step={first.by_step}, "
+                f"compact={first.compact}, by_rows={first.by_rows}, nbytes={self.nbytes})")
 
 
 def plan(list layers, Py_ssize_t batch, Py_ssize_t steps, bint lengths, bint stepwise,
          int threads):
     """The plan of a run of these layers (per layer, a list of CellKernel) over `batch`
-    sequences of `steps` steps, with or without lengths, stepwise (each row's result
-    independent of the batch: streams, pools) or not, on `threads` threads."""
+    sequences of `steps` steps (each at most 2**31 - 1), with or without lengths, stepwise
+    (each row's result independent of the batch: streams, pools) or not, on up to `threads`
+    threads: what ``fl_plan`` decides."""
     cdef Plan p = Plan.__new__(Plan)
-    cdef Py_ssize_t G = 0, H = 0, O = 0, W = 0, widest_in, rows = batch * steps, n_between
+    cdef Py_ssize_t k = 0, l, d
+    cdef size_t floats[FL_BUFS]
+    cdef fl_cell *cells
+    cdef int *directions
+    if not (0 <= batch <= 2147483647 and 0 <= steps <= 2147483647):
+        raise ValueError(f"batch {batch} and steps {steps} must be within 0..2**31 - 1")
+    p.n = <int>sum(len(d) for d in layers)
+    p.runs = <fl_run_plan *>PyMem_Malloc(p.n * sizeof(fl_run_plan))
+    cells = <fl_cell *>PyMem_Malloc(p.n * sizeof(fl_cell))
+    directions = <int *>PyMem_Malloc(len(layers) * sizeof(int))
+    try:
+        if p.runs == NULL or cells == NULL or directions == NULL:
+            raise MemoryError()
+        for l in range(len(layers)):
+            directions[l] = <int>len(layers[l])
+            for d in range(directions[l]):
+                cells[k] = (<CellKernel>layers[l][d]).cell
+                k += 1
+        fl_plan(cells, directions, <int>len(layers), <int>batch, <int>steps, lengths, stepwise,
+                threads, p.runs, floats)
+    finally:
+        PyMem_Free(cells)
+        PyMem_Free(directions)
     p.batch, p.steps, p.lengths, p.stepwise, p.threads = batch, steps, lengths, stepwise, threads
-    p.by_step = batch <= 2147483647 and fl_projects_by_step(<int>batch)
-    # with lengths, only the valid rows are projected, packed sequence after sequence
-    p.compact = lengths and not stepwise and not p.by_step and batch > 0
-    for directions in layers:
-        for k in directions:
-            G = max(G, 4 * (<CellKernel>k).hidden_size)
-            H = max(H, (<CellKernel>k).hidden_size)
-            O = max(O, (<CellKernel>k).output_size)
-        W = max(W, len(directions) * (<CellKernel>directions[0]).output_size)
-    widest_in = max((<CellKernel>layers[0][0]).input_size, W)
-    # Layer outputs alternate between two buffers; the last layer writes to the caller's y.
-    n_between = rows * W if len(layers) > 1 else 0
-    # the input projection: one step's rows when projected step by step, else all rows
-    p.projected_rows, p.gates = (batch if p.by_step else rows), G
-    p.floats = (
-        max(batch * (G + FL_ROW_PAD) if p.by_step else rows * G, batch * (G + FL_ROW_PAD), 1),
-        max(batch * (G + FL_ROW_PAD), 1),
-        max(batch * O, 1), max(batch * O, 1), max(batch * H, 1), max(batch * H, 1),
-        max(n_between, 1), max(n_between if len(layers) > 2 else 0, 1),
-        # with compact, the valid rows of each layer's input, packed (see fl_seq.gx_start);
-        # at least one step's rows, which a batch projected step by step gathers there
-        max(max(rows if p.compact else 0, batch) * widest_in, 1))
+    p.floats = tuple(floats[k] for k in range(FL_BUFS))
     p.nbytes = 4 * sum(p.floats)
+    p.gates = max(4 * (<CellKernel>c).hidden_size for d in layers for c in d)
+    p.projected_rows = batch if p.runs[0].by_step else batch * steps
+    p.compact = any(p.runs[k].compact for k in range(p.n))
+    p.uses_blas = any(not (p.runs[k].by_tiles or p.runs[k].by_step or p.runs[k].single_row)
+                      for k in range(p.n))
     return p
 
 
@@ -405,9 +434,7 @@ cdef class Runner:
         base.row_t = 1 if batch_first else plan.batch
         base.xc, base.gx, base.pre = _data(ws.xc), _data(ws.gx), _data(ws.pre)
         base.cs, base.hs, base.hs2 = _data(ws.cs), _data(ws.hs), _data(ws.hs2)
-        base.input_by_tiles = plan.stepwise
-        base.num_threads = plan.threads
-        self.uses_blas = not plan.stepwise and fl_blas_used()
+        self.uses_blas = plan.uses_blas
         x_ld = <int>self.in_width
         for l in range(self.n_layers):
             D = len(layers[l])
@@ -423,6 +450,7 @@ cdef class Runner:
                 self.seqs[k].y_ld = <int>(D * kern.output_size)
                 self.seqs[k].reverse = d == 1
                 self.seqs[k].hfull = _data(ws.hfull) if kern.w_hr is not None else NULL
+                self.seqs[k].plan = &plan.runs[k]
                 k += 1
             x_ld = <int>(D * (<CellKernel>layers[l][0]).output_size)
         self.n = <int>k
@@ -452,19 +480,11 @@ cdef class Runner:
         (B, H) float32 C-contiguous arrays or None (zeros), as a list or stacked in one
         (entries, B, width) array; hn, cn: where the final states go, likewise (may be h0,
         c0). lengths: (B,) int32 or None, as planned."""
-        cdef Py_ssize_t rows = self.plan.batch if self.batch_first else self.plan.steps
-        cdef Py_ssize_t cols = self.plan.steps if self.batch_first else self.plan.batch
         cdef Py_ssize_t B = self.plan.batch
         cdef const int[::1] lengths_v, order_v
         cdef const long long[::1] start_v
         cdef int k
-        if x.shape[0] != rows or x.shape[1] != cols or x.shape[2] != self.in_width:
-            raise ValueError(f"x has shape {tuple(x.shape)[:3]} but the plan is for "
-                             f"{(rows, cols, self.in_width)}")
-        if y is not None and (y.shape[0] != rows or y.shape[1] != cols
-                              or y.shape[2] != self.out_width):
-            raise ValueError(f"y has shape {tuple(y.shape)[:3]} but the plan needs "
-                             f"{(rows, cols, self.out_width)}")
+        self._check_xy(x, y)
         if (lengths is not None) != self.plan.lengths:
             raise ValueError("lengths given to a plan made without them, or the reverse")
         order = gx_start = None
@@ -476,7 +496,7 @@ cdef class Runner:
             order_v = order
             if self.plan.compact:
                 gx_start = np.zeros(B, np.int64)
-                np.cumsum(lengths[:-1], out=gx_start[1:])
+                np.cumsum(lengths[:B - 1], out=gx_start[1:])
                 start_v = gx_start
         for k in range(self.n):
             if lengths is not None and B:
@@ -488,8 +508,49 @@ cdef class Runner:
         self._bind(h0, c0, hn, cn)
         self.bound = None
         # (the arrays behind the pointers stay referenced by this frame until _execute ends)
-        self._execute(&x[0, 0, 0] if rows * cols * self.in_width > 0 else NULL,
-                      NULL if (y is None or rows * cols == 0) else &y[0, 0, 0])
+        self._execute(&x[0, 0, 0] if x.size else NULL, &y[0, 0, 0] if y is not None and y.size else NULL)
+
+    def step_rows(self, const float[:, :, ::1] x, float[:, :, ::1] y, list h, list c,
+                  const int[::1] rows):
+        """One step (the plan has one) of the planned batch, sequence b's state being row
+        rows[b] of the slabs h, c (per (layer, direction), C-contiguous float32 (capacity,
+        width) arrays, read and updated in place): a pool's step, with no gather or scatter
+        of states. x and y as in ``run``."""
+        cdef Py_ssize_t B = self.plan.batch, cap, b
+        cdef int k
+        if self.plan.steps != 1 or self.plan.lengths:
+            raise ValueError("step_rows needs a plan of one step without lengths")
+        if rows.shape[0] != B or len(h) != self.n or len(c) != self.n:
+            raise ValueError(f"rows must have {B} entries and h, c {self.n} slabs each")
+        self._check_xy(x, y)
+        cap = h[0].shape[0]
+        for b in range(B):
+            if not 0 <= rows[b] < cap:
+                raise ValueError(f"rows[{b}] = {rows[b]} is not a row of slabs of {cap}")
+        for k in range(self.n):
+            self.seqs[k].h0 = self.seqs[k].hn = _state_entry(h, k, cap, self.cells[k].output_size, True)
+            self.seqs[k].c0 = self.seqs[k].cn = _state_entry(c, k, cap, self.cells[k].hidden_size, True)
+            self.seqs[k].lengths = self.seqs[k].order = NULL
+            self.seqs[k].gx_start = NULL
+            self.seqs[k].state_rows = &rows[0] if B else NULL
+        self.bound = None
+        try:
+            self._execute(&x[0, 0, 0] if x.size else NULL, &y[0, 0, 0] if y.size else NULL)
+        finally:
+            for k in range(self.n):
+                self.seqs[k].state_rows = NULL
+
+    cdef int _check_xy(self, const float[:, :, ::1] x, float[:, :, ::1] y) except -1:
+        cdef Py_ssize_t rows = self.plan.batch if self.batch_first else self.plan.steps
+        cdef Py_ssize_t cols = self.plan.steps if self.batch_first else self.plan.batch
+        if x.shape[0] != rows or x.shape[1] != cols or x.shape[2] != self.in_width:
+            raise ValueError(f"x has shape {tuple(x.shape)[:3]} but the plan is for "
+                             f"{(rows, cols, self.in_width)}")
+        if y is not None and (y.shape[0] != rows or y.shape[1] != cols
+                              or y.shape[2] != self.out_width):
+            raise ValueError(f"y has shape {tuple(y.shape)[:3]} but the plan needs "
+                             f"{(rows, cols, self.out_width)}")
+        return 0
 
     def step(self, object x_t, int threads):
         """The streaming fast path, on the bound state: x_t must already be a C-contiguous

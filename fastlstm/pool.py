@@ -1,10 +1,10 @@
 """Serving many independent streams: ``StreamPool`` steps all streams given input as one batch.
 
 Each stream (one user, one device, one session) is one sequence with its own state. Streams
-open and close at any step and may skip steps; a step gathers the states of the streams it is
-given into one batch, makes one native call with one time step, and scatters the new states
-back. The states live in preallocated slabs indexed by slot, and the step buffers and the
-kernel's workspace are reused, so a step allocates only its outputs and a few small views.
+open and close at any step and may skip steps; a step makes one native call with one time
+step over the streams it is given, the kernel reading and writing each stream's state in its
+own row of the state slabs (preallocated, indexed by slot). The step buffers and the kernel's
+workspace are reused, so a step allocates only its outputs and a few small views.
 
 Thread safety: a pool may be shared by any number of threads. ``open``, ``close``, ``step``
 and ``state`` each hold the pool's lock for their whole duration, so calls on one pool are
@@ -64,11 +64,8 @@ class StreamPool:
             for new, old in zip(h_new + c_new, self._h + self._c):
                 new[:self._used] = old[:self._used]
         self._h, self._c = h_new, c_new
-        # Per step, the given streams' states are gathered into the first rows of these,
-        # updated in place by the kernel, then scattered back to the slabs.
-        self._h_batch, self._c_batch = engine.zero_lists(capacity)
         self._x = np.empty((capacity, engine.input_size), np.float32)
-        self._rows = np.empty(capacity, np.intp)
+        self._rows = np.empty(capacity, np.int32)
         # one workspace for every step size up to capacity; a runner per size on it
         self._workspace = engine.workspace(engine.plan(capacity, 1, stepwise=True))
         self._runners = {}
@@ -214,12 +211,6 @@ class StreamPool:
                         matrices = (matrices or []) + [i]
                         x_t = x_t[0]
                     x[i] = x_t
-            live = self._rows[:n]
-            h_batch = [h[:n] for h in self._h_batch]
-            c_batch = [c[:n] for c in self._c_batch]
-            for slab, batch in zip(self._h + self._c, h_batch + c_batch):
-                # rows are open slots, always in range: "clip" spares take() a checked copy
-                np.take(slab, live, axis=0, out=batch, mode="clip")
             x_run = x[:n].reshape((n, 1, width) if engine.batch_first else (1, n, width))
             runner = self._runners.get(n)
             threads = get_num_threads()
@@ -228,9 +219,8 @@ class StreamPool:
                 runner = engine.runner(engine.plan(n, 1, stepwise=True), self._workspace)
                 self._runners[n] = runner
             y = np.empty(x_run.shape[:2] + (engine.output_size,), np.float32)
-            runner.run(x_run, y, h_batch, c_batch, h_batch, c_batch, None)
-            for slab, batch in zip(self._h + self._c, h_batch + c_batch):
-                slab[live] = batch
+            # the kernel reads and writes each stream's state in its row of the slabs
+            runner.step_rows(x_run, y, self._h, self._c, self._rows[:n])
         y = y.reshape(n, -1)
         ys = dict(zip(inputs, y))
         if matrices:

@@ -688,7 +688,7 @@ cdef extern from "fl_simd.h" nogil:
     const fl_simd_table *fl_simd_usable(int i)
 
     enum:
-        FL_K_CHUNK, FL_TILE_ROWS_MAX, FL_LINE_FLOATS
+        FL_K_CHUNK, FL_TILE_ROWS_MAX, FL_LINE_FLOATS, FL_STEP_PROJECTION_MIN_BATCH
 
 
 def _simd_tables_for_test():
@@ -705,7 +705,8 @@ def _simd_tables_for_test():
 def _kernel_constants_for_test():
     """Test hook: the constants of csrc/fl_tuning.h that the kernel tests depend on."""
     return {"FL_K_CHUNK": FL_K_CHUNK, "FL_TILE_ROWS_MAX": FL_TILE_ROWS_MAX,
-            "FL_LINE_FLOATS": FL_LINE_FLOATS}
+            "FL_LINE_FLOATS": FL_LINE_FLOATS,
+            "FL_STEP_PROJECTION_MIN_BATCH": FL_STEP_PROJECTION_MIN_BATCH}
 
 
 cdef const fl_simd_table *_table_for_test(str isa) except NULL:

@@ -128,6 +128,11 @@ class StreamPool:
     def model(self):
         return self._model
 
+    def plan(self, n):
+        """How a step of ``n`` streams runs: the core's plan (``fastlstm._core.Plan``), as
+        for any call of the same work."""
+        return self._engine.plan(n, 1, stepwise=True)
+
     def __len__(self):
         return len(self._slots)
 

@@ -30,6 +30,12 @@ class Stream:
         return self._batch
 
     @property
+    def plan(self):
+        """How its steps run: the core's plan (``fastlstm._core.Plan``), as for any call of
+        the same work."""
+        return self._stepper.plan
+
+    @property
     def state(self):
         """Copies of the current (h, c), shaped like the model's h_n, c_n."""
         with self._lock:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from fastlstm import reference
+from fastlstm import _core, reference
 
 from conftest import assert_close, assert_states_close, random_input, random_state
 
@@ -108,18 +108,22 @@ def test_shrinking_batch_gives_each_row_its_bits_alone(threads):
     tile groups afresh at every step (17 live rows run as 4,4,4,5). Here every live count from
     20 down to 1 occurs, on one thread and on two (2.8 MiB of weights a step: split by blocks,
     not by rows). A row's sums never depend on the rows beside it, so each row must come out
-    with the bits it has when run alone, and match the reference."""
+    with the bits it has when run alone, and match the reference. (On the portable build a
+    lone row's inputs are projected by sgemm, whose rounding depends on the rows beside it:
+    there the rows agree to float32 round-off.)"""
     fastlstm.set_num_threads(threads)
     model = fastlstm.LSTM(64, 384, seed=4)
     batch, steps = 20, 24
     x = random_input(model, batch, steps, seed=3)
     lengths = np.random.default_rng(5).permutation(batch) + 5      # 5..24, all different
     y, (h, c) = model(x, lengths=lengths)
+    same = np.testing.assert_array_equal if not _core.runtime_facts()["blas_used"] else \
+        assert_close
     for b in range(batch):
         yb, (hb, cb) = model(x[b:b + 1], lengths=lengths[b:b + 1])
-        np.testing.assert_array_equal(y[b], yb[0])
-        np.testing.assert_array_equal(h[:, b], hb[:, 0])
-        np.testing.assert_array_equal(c[:, b], cb[:, 0])
+        same(y[b], yb[0])
+        same(h[:, b], hb[:, 0])
+        same(c[:, b], cb[:, 0])
     y_ref, (h_ref, c_ref) = reference.run(model, x, lengths=lengths)
     assert_close(y, y_ref)
     assert_close(c, c_ref)

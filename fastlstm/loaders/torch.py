@@ -24,6 +24,7 @@ Sources, and what each costs:
 """
 import os
 import re
+import sys
 import zipfile
 from collections.abc import Mapping
 
@@ -170,11 +171,9 @@ def _open(source, trust_pickle=False):
             return _from_torch_file(path, trust_pickle)
         raise ValueError(f"{path!r}: expected a .pt/.pth/.bin (torch.save, TorchScript) or "
                          f".safetensors file")
-    if type(source).__module__.split(".")[0] == "torch":
-        import torch  # already imported: the caller holds a torch object
-
-        if isinstance(source, torch.nn.Module):
-            return source
+    torch = sys.modules.get("torch")  # a module means torch is imported already
+    if torch is not None and isinstance(source, torch.nn.Module):
+        return source
     if isinstance(source, Mapping):
         return _from_mapping(source)
     raise TypeError(f"expected a torch.nn.Module, a state dict (a mapping of parameter names "
@@ -312,6 +311,7 @@ def _choose(opened, want, module, prefix):
         others = f"; it holds {', '.join(listing)}" if entries else ""
         raise ValueError(f"{label} holds no nn.{want} (no {want} parameters such as "
                          f"{'weight_ih_l0' if want == 'LSTM' else 'weight_ih'}){others}")
+    mine.sort(key=lambda e: e.name)
     raise ValueError(f"{label} holds {len(mine)} nn.{want} modules {[e.name for e in mine]} "
                      f"(key prefixes {[e.key_prefix for e in mine]}); choose one with "
                      f"module=...")

@@ -486,19 +486,22 @@ class LSTM(_Stack):
     @classmethod
     def from_keras(cls, layer_or_path, *, layer=None, activation=None,
                    recurrent_activation=None):
-        """A model from a Keras 3 LSTM layer, model or saved ``.keras`` / ``.weights.h5`` file.
+        """A model from a Keras LSTM: a Keras 3 or Keras 2 (``tf_keras``) ``LSTM``,
+        ``RNN(LSTMCell)``, ``RNN(StackedRNNCells)``, ``Bidirectional`` or ``CuDNNLSTM`` layer or
+        a model holding one; a ``.keras``, ``.weights.h5`` or legacy ``.h5`` file (full model or
+        weights); a Keras 2 SavedModel directory (needs TensorFlow).
 
         ``layer=`` names the layer when there are several; ``activation=`` /
-        ``recurrent_activation=`` complete a ``.weights.h5`` file, which has no config.
+        ``recurrent_activation=`` complete a weights-only file, which has no config.
         Keras repeats the last output at masked steps where ``lengths`` gives zeros:
         ``fastlstm.loaders.keras.repeat_last_output`` converts. See ``fastlstm.loaders.keras``.
         """
         from .loaders import keras as keras_loader
 
-        layers, bidirectional = keras_loader.read(layer_or_path, layer=layer,
-                                                  activation=activation,
-                                                  recurrent_activation=recurrent_activation)
-        return cls._from_layers(layers, bidirectional=bidirectional, batch_first=True)
+        layers, bidirectional, batch_first = keras_loader.read(
+            layer_or_path, layer=layer, activation=activation,
+            recurrent_activation=recurrent_activation)
+        return cls._from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
     def from_onnx(cls, path_or_model, node=None):

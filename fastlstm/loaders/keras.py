@@ -178,12 +178,13 @@ def _cell_layer(cell, where, overrides, table):
         bias_ih = weights[2] if len(weights) == 3 else np.zeros(4 * H)
         bias_hh = np.zeros(4 * H)
     config = cell["config"]
-    opts = CellOptions.make(
-        H,
-        activation=overrides.get("activation") or _activation(config.get("activation", "tanh"),
-                                                              where, table),
-        recurrent_activation=overrides.get("recurrent_activation") or _activation(
-            config.get("recurrent_activation", "sigmoid"), where, table))
+    acts = {}
+    for key, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
+        given = overrides.get(key)
+        # a Keras name given for a weights-only file means what it means in that Keras
+        acts[key] = table[given] if isinstance(given, str) and given in table else \
+            given or _activation(config.get(key, default), where, table)
+    opts = CellOptions.make(H, **acts)
     params = {"weight_ih": reorder_gates(kernel.T, "keras", "fastlstm"),
               "weight_hh": reorder_gates(recurrent.T, "keras", "fastlstm"),
               "bias_ih": reorder_gates(bias_ih, "keras", "fastlstm"),
@@ -706,7 +707,12 @@ def _saved_model(path):
                          f"model.export and tf.saved_model.save write none). Load the model "
                          f"and pass its layer, or save it as .keras / .h5")
     with open(meta, "rb") as fh:
-        nodes = _keras_metadata(fh.read())
+        data = fh.read()
+    try:
+        nodes = _keras_metadata(data)
+    except (ValueError, RecursionError) as exc:   # json and unicode errors are ValueErrors
+        raise ValueError(f"cannot read SavedModel {path!r}: its keras_metadata.pb is damaged "
+                         f"({exc})") from None
     reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
     graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
         reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
@@ -862,7 +868,7 @@ def _found(desc):
         reason = str(exc)
     if not _batch_first(desc):
         options["batch_first"] = False
-    if desc.get("keras", 3) == "2" or str(desc.get("keras", 3)).startswith(("1", "2")):
+    if _table(desc.get("keras", 3)) is _KERAS2_ACTIVATIONS:
         options["keras"] = 2
     return Found(options=options, reason=reason, **info)
 

@@ -792,7 +792,7 @@ def _descriptions(source):
         with legacy:
             try:
                 descs = list(_legacy_h5(legacy))
-            except _FILE_ERRORS as exc:
+            except _FILE_ERRORS + (ValueError,) as exc:
                 raise ValueError(f"cannot read {label}: {type(exc).__name__}: "
                                  f"{exc}") from None
             yield descs, label

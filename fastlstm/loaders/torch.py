@@ -50,6 +50,11 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
 def _to_numpy(value, name):
     if hasattr(value, "detach"):  # a torch tensor: torch is imported already
+        if getattr(value.dtype, "is_complex", False) or not (
+                value.dtype.is_floating_point or str(value.dtype).startswith(("torch.int",
+                                                                            "torch.uint"))):
+            raise TypeError(f"state dict entry {name!r} must hold real numbers, got "
+                            f"{value.dtype}")
         return value.detach().to("cpu").float().numpy()
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":

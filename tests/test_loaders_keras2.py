@@ -238,3 +238,25 @@ def test_h5_reading_imports_no_framework_and_saved_model_says_it_needs_tensorflo
             "    raise AssertionError('no error')\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                    env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file:UserWarning")
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_keras3_legacy_h5_keeps_keras3_hard_sigmoid(tmp_path):
+    """Keras 3 writes the legacy format too (model.save("m.h5")); its keras_version says
+    hard_sigmoid means relu6(x + 3) / 6 there."""
+    import keras
+
+    inp = keras.Input((6, 3))
+    lstm = keras.layers.LSTM(4, return_sequences=True, recurrent_activation="hard_sigmoid",
+                             name="enc")
+    net = keras.Model(inp, lstm(inp))
+    rng = np.random.default_rng(7)
+    net.set_weights([rng.uniform(-0.9, 0.9, w.shape) for w in net.get_weights()])
+    net.save(tmp_path / "k3.h5")
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    model = fastlstm.LSTM.from_keras(tmp_path / "k3.h5")
+    _close(model(x)[0], lstm(x))
+    assert model.layer_options[0].recurrent_activation[1] == pytest.approx(1 / 6)
+    assert "keras" not in fastlstm.inspect(tmp_path / "k3.h5")[0].options

@@ -160,6 +160,12 @@ def _lstm_sd(**changes):
     return sd
 
 
+def _nested(value, depth):
+    for k in range(depth):
+        value = {f"level{k}": value}
+    return value
+
+
 CRAFTED_PT = {
     "a_tensor": (torch.zeros(3), r"holds a Tensor, not a state dict"),
     "a_list": ([torch.zeros(3)], r"holds a list, not a state dict"),
@@ -170,8 +176,7 @@ CRAFTED_PT = {
     "missing_hh": (_lstm_sd(weight_hh_l0=None), r"holds no nn.LSTM|missing weight_hh_l0"),
     "int_weights": (_lstm_sd(weight_ih_l0=torch.zeros(16, 3, dtype=torch.int64)), None),
     "complex": (_lstm_sd(weight_ih_l0=torch.zeros(16, 3, dtype=torch.complex64)), r"."),
-    "deep_nesting": ({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": _lstm_sd()}}}}}}}}}},
-                     r"holds no nn.LSTM"),
+    "deep_nesting": (_nested(_lstm_sd(), 10), r"holds no nn.LSTM"),
     "huge_layer_index": (dict(_lstm_sd(), weight_ih_l99999999=torch.zeros(16, 8)),
                          r"missing weight_ih_l1"),
 }

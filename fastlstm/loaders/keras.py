@@ -213,7 +213,8 @@ def _config_problem(desc):
                     f"{len(side['cells'])} cells, which runs the whole stack in each "
                     f"direction; fastlstm needs Bidirectional(LSTM) per layer")
         if bool(side["config"].get("go_backwards", backwards)) != backwards:
-            return f"Keras Bidirectional {name!r}: the {label} layer has go_backwards={not backwards}"
+            return (f"Keras Bidirectional {name!r}: the {label} layer has "
+                    f"go_backwards={not backwards}")
     return ""
 
 

@@ -80,6 +80,8 @@ class _Tensors:
 
 
 def _flatten(mapping, prefix, out, depth=0):
+    """Nested mappings (a training checkpoint's {"model": state_dict, ...}) joined with ".";
+    bounded, since no checkpoint nests deeper and a crafted one could."""
     if depth > 8:
         return
     for key, value in mapping.items():
@@ -198,9 +200,6 @@ class _Entry:
         # the prefix its keys have in the whole model's state dict
         self.key_prefix = prefix or (f"{name}." if name else "")
 
-    def read(self):
-        return {k: self.tensors.read(self.prefix + k) for k in self.shapes}
-
 
 def _classify(shapes, layered):
     """The recurrent type of one group of parameters, by weight_hh's shape."""
@@ -254,8 +253,7 @@ def _module_entries(root):
             type_ = type_ if type_ in _RECURRENT else None
         if type_ is None:
             continue
-        sd = {k: v for k, v in sub.state_dict().items()}
-        tensors = _from_mapping(sd, f"module {name!r}")
+        tensors = _from_mapping(sub.state_dict(), f"module {name!r}")
         batch_first = getattr(sub, "batch_first", None) if not type_.endswith("Cell") else None
         if batch_first is None and not type_.endswith("Cell") and \
                 isinstance(sub, torch.jit.ScriptModule):
@@ -299,11 +297,11 @@ def _choose(opened, want, module, prefix):
         mine = [e for e in matches if e.type == want]
         if not mine:
             e = matches[0]
-            why = _WHY_NOT.get(e.type) or (
-                f"it is an nn.{e.type}: load it with fastlstm."
-                f"{'LSTMCell' if e.type == 'LSTMCell' else 'LSTM'}.from_torch")
-            raise ValueError(f"{asked} is an nn.{e.type}, which fastlstm.{want} cannot load: "
-                             f"{why}")
+            if e.type in _WHY_NOT:
+                raise ValueError(f"{asked} is an nn.{e.type}, which fastlstm.{want} cannot "
+                                 f"load: {_WHY_NOT[e.type]}")
+            raise ValueError(f"{asked} is an nn.{e.type}: load it with "
+                             f"fastlstm.{e.type}.from_torch")
         return mine[0]
     mine = [e for e in entries if e.type == want]
     if len(mine) == 1:
@@ -332,7 +330,8 @@ _LSTM_CONFIG = {"batch_first", "prefix", "module", "trust_pickle", "input_size",
 
 
 def _layers_of(entry, config):
-    where = f"{entry.prefix}" if entry.prefix else (f"{entry.name}." if entry.name else "")
+    """(layers, bidirectional) of an LSTM entry; sizes given in ``config`` are checked."""
+    where = entry.key_prefix
     mine = {}
     for key in entry.shapes:
         m = _LSTM_KEY.match(key)
@@ -381,10 +380,7 @@ def _layers_of(entry, config):
                 p.setdefault("bias_ih", np.zeros(4 * hidden_size, np.float32))
                 p.setdefault("bias_hh", np.zeros(4 * hidden_size, np.float32))
             dirs.append(p)
-        w_ih = np.asarray(dirs[0]["weight_ih"])
-        if w_ih.ndim != 2:
-            raise ValueError(f"{where}weight_ih_l{k} must be (4*hidden, input), got {w_ih.shape}")
-        layers.append(make_layer(w_ih.shape[1], hidden_size, opts, dirs,
+        layers.append(make_layer(shapes[("weight_ih", k, False)][1], hidden_size, opts, dirs,
                                  where=f"{where}layer {k}"))
     return layers, bidirectional
 
@@ -426,7 +422,7 @@ def cell_layer(source, *, module=None, prefix=None, trust_pickle=False):
     """Read an ``nn.LSTMCell`` out of ``source`` (the same kinds as ``lstm_layers``)."""
     opened = _open(source, trust_pickle)
     entry = _choose(opened, "LSTMCell", module, prefix)
-    where = entry.prefix or (f"{entry.name}." if entry.name else "")
+    where = entry.key_prefix
     shapes = entry.shapes
     if "weight_ih" not in shapes or "weight_hh" not in shapes:
         raise ValueError(f"an LSTMCell state dict needs {where}weight_ih and {where}weight_hh; "

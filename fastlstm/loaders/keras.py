@@ -112,7 +112,13 @@ class _Lazy:
         self.shape, self.kind, self._read = tuple(int(n) for n in shape), kind, read
 
     def read(self):
-        arr = np.asarray(self._read())
+        try:
+            arr = np.asarray(self._read())
+        except (ValueError, TypeError, MemoryError):
+            raise
+        except Exception as exc:   # h5py's OSError, TensorFlow's DataLossError, ...
+            raise ValueError(f"cannot read a saved array: {type(exc).__name__}: "
+                             f"{str(exc)[:300]}") from None
         if arr.shape != self.shape:
             raise ValueError(f"a saved array declares shape {self.shape} but holds {arr.shape}")
         return arr
@@ -438,6 +444,7 @@ def _apply_config(desc, config_tree):
     if serialized is None:
         # the weights hold a layer the config does not describe: its activations are unknown
         raise KeyError(f"no layer named {desc['name']!r} in the config")
+    desc["type"] = _type_of(serialized)
     if desc["kind"] == "bidirectional":
         desc["config"] = serialized["config"]
         inner = serialized["config"]
@@ -497,7 +504,50 @@ def _read_keras3_file(path):
                 raise ValueError(f"Keras file {path!r}: its config.json does not describe "
                                  f"layer {desc['name']!r} as Keras does ({type(exc).__name__}: "
                                  f"{exc})") from None
+        try:
+            descs += _unsupported_in_config(config, {d["name"] for d in descs})
+        except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            raise ValueError(f"Keras file {path!r}: its config.json is malformed "
+                             f"({type(exc).__name__}: {exc})") from None
     return descs
+
+
+def _serialized_layers(tree):
+    """Every serialized layer ({"class_name", "config": {"name", ...}}) in a config tree."""
+    if isinstance(tree, dict):
+        if "class_name" in tree and isinstance(tree.get("config"), dict) \
+                and isinstance(tree["config"].get("name"), str):
+            yield tree
+        children = tree.values()
+    elif isinstance(tree, list):
+        children = tree
+    else:
+        return
+    for child in children:
+        yield from _serialized_layers(child)
+
+
+def _unsupported_in_config(config, known):
+    """The recurrent layers of a .keras config that are not LSTMs (their weights are not
+    read: the sizes come from the config)."""
+    found = []
+    for serialized in _serialized_layers(config):
+        name = serialized["config"]["name"]
+        cls = serialized.get("class_name")
+        if name in known or cls not in _RECURRENT_CLASSES:
+            continue
+        inner = (serialized["config"].get("layer") or {}) if cls == "Bidirectional" \
+            else serialized
+        reason = _cell_configs(inner)
+        if not isinstance(reason, str):
+            continue   # an LSTM: it is listed when the file holds its weights
+        desc = _unsupported(name, _type_of(serialized), reason)
+        units = (inner.get("config") or {}).get("units", (inner.get("config") or {}).get(
+            "filters"))
+        desc["hidden_size"] = units if isinstance(units, int) else 0
+        known.add(name)
+        found.append(desc)
+    return found
 
 
 # --- legacy HDF5 (.h5) and SavedModel: per-layer weight lists and serialized configs --------
@@ -526,16 +576,16 @@ def _type_of(serialized):
 _RECURRENT_CLASSES = {"LSTM", "LSTMV1", "CuDNNLSTM", "RNN", "Bidirectional"} | set(_WHY_NOT)
 
 
-def _rnn_from(name, serialized, weights):
-    """An rnn description from a serialized LSTM / CuDNNLSTM / RNN layer and its weights in
-    saved order, or the reason it is not an LSTM (a str)."""
+def _cell_configs(serialized):
+    """([cell config, ...], cudnn) of a serialized LSTM / CuDNNLSTM / RNN layer, or the reason
+    it is not an LSTM (a str)."""
     cls = serialized.get("class_name")
     cfg = serialized.get("config") or {}
     if cls in ("LSTM", "LSTMV1"):
-        cell_configs, cudnn = [cfg], False
-    elif cls == "CuDNNLSTM":
-        cell_configs, cudnn = [{}], True
-    elif cls == "RNN":
+        return [cfg], False
+    if cls == "CuDNNLSTM":
+        return [{}], True
+    if cls == "RNN":
         cell = cfg.get("cell") or {}
         cells = (cell.get("config") or {}).get("cells") or [] \
             if cell.get("class_name") == "StackedRNNCells" else [cell]
@@ -543,9 +593,18 @@ def _rnn_from(name, serialized, weights):
                          if c.get("class_name") not in ("LSTMCell", "LSTMCellV1")})
         if others or not cells:
             return f"its cells ({', '.join(others) or 'none'}) are not LSTMCells"
-        cell_configs, cudnn = [c.get("config") or {} for c in cells], False
-    else:
-        return _WHY_NOT.get(cls, f"a {cls} is not an LSTM")
+        return [c.get("config") or {} for c in cells], False
+    return _WHY_NOT.get(cls, f"a {cls} is not an LSTM")
+
+
+def _rnn_from(name, serialized, weights):
+    """An rnn description from a serialized LSTM / CuDNNLSTM / RNN layer and its weights in
+    saved order, or the reason it is not an LSTM (a str)."""
+    configs = _cell_configs(serialized)
+    if isinstance(configs, str):
+        return configs
+    cell_configs, cudnn = configs
+    cfg = serialized.get("config") or {}
     cells, k = [], 0
     for cell_cfg in cell_configs:
         n = 2 + bool(cudnn or cell_cfg.get("use_bias", True))
@@ -844,13 +903,16 @@ def read(layer_or_path, *, layer=None, activation=None, recurrent_activation=Non
 
 def _found(desc):
     """The ``Found`` entry of a description, from shapes and config only."""
+    default_type = "Bidirectional(LSTM)" if desc["kind"] == "bidirectional" else \
+        "LSTM" if len(desc.get("cells", ())) < 2 else "RNN(StackedRNNCells)"
     info = dict(kind="keras", name=desc["name"], selector="layer",
-                type=desc.get("type") or ("Bidirectional(LSTM)" if desc["kind"] ==
-                                          "bidirectional" else "LSTM"))
+                type=desc.get("type") or default_type)
     if desc["kind"] == "unsupported":
         weights = desc["weights"]
         if len(weights) >= 2 and len(weights[1].shape) == 2:
             info.update(input_size=weights[0].shape[-2], hidden_size=weights[1].shape[0])
+        elif desc.get("hidden_size"):
+            info.update(hidden_size=desc["hidden_size"])
         return Found(reason=desc["reason"], **info)
     cells = desc["cells"] if desc["kind"] == "rnn" else desc["forward"]["cells"]
     options = {}

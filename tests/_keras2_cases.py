@@ -6,7 +6,7 @@ Run as a script (``python _keras2_cases.py OUT_DIR``) in its own process: Keras 
 ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported, which must not leak into the Keras 3
 tests of the same pytest session. Writes to OUT_DIR: ``net.h5`` (model.save), ``net_weights.h5``
 (save_weights), ``net_savedmodel/`` (SavedModel), ``cudnn.h5`` / ``cudnn_weights.h5``,
-``odd.h5``, ``results.npz`` and ``live_find.json``.
+``nested.h5`` / ``nested_weights.h5``, ``odd.h5``, ``results.npz`` and ``live_find.json``.
 
 results.npz keys, for each case: ``<case>/x``, ``<case>/h0_<k>``, ``<case>/c0_<k>`` (the
 initial state of each layer and direction k), ``<case>/y``, ``<case>/h_<k>``, ``<case>/c_<k>``
@@ -174,6 +174,19 @@ def main(out):
     store_states(results, "time_major", h0, c0, "h0", "c0")
     store_states(results, "time_major", [hk], [ck])
     live(results, "time_major", tm, x, h0, c0, None)
+
+    # --- nested: an LSTM inside a Sequential inside the model ------------------------------
+    inner = L.LSTM(4, return_sequences=True, recurrent_activation="hard_sigmoid",
+                   name="inner_lstm")
+    inp = keras.Input((T, I))
+    nested = keras.Model(inp, L.LSTM(2, name="top")(keras.Sequential([inner],
+                                                                     name="encoder")(inp)))
+    for layer in (inner, nested.get_layer("top")):
+        randomise(layer, rng)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    results.update({"nested/x": x, "nested/y": np.asarray(inner(x))})
+    nested.save(os.path.join(out, "nested.h5"))
+    nested.save_weights(os.path.join(out, "nested_weights.h5"))
 
     # --- odd: what fastlstm refuses, and a ConvLSTM2D --------------------------------------
     seq = keras.Input((T, I))

@@ -125,6 +125,18 @@ def test_cudnn_lstm(keras2, kind, name):
     _check(model, results, name, lengths=False)
 
 
+@pytest.mark.parametrize("kind", ["nested.h5", "nested_weights.h5"])
+def test_lstm_inside_a_nested_model(keras2, kind):
+    """A nested model's HDF5 group holds its layers' weights; each is found by its name."""
+    folder, results, _ = keras2
+    found = {f.name: f for f in fastlstm.inspect(folder / kind)}
+    assert sorted(found) == ["inner_lstm", "top"]
+    assert (found["inner_lstm"].input_size, found["inner_lstm"].hidden_size) == (3, 4)
+    overrides = {"recurrent_activation": "hard_sigmoid"} if "weights" in kind else {}
+    model = fastlstm.LSTM.from_keras(folder / kind, layer="inner_lstm", **overrides)
+    _close(model(results["nested/x"])[0], results["nested/y"])
+
+
 def test_several_lstms_need_a_name(keras2):
     folder, _, _ = keras2
     with pytest.raises(ValueError, match=r"holds 2 LSTM layers \['bicudnn', 'cudnn'\]"):

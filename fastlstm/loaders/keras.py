@@ -695,12 +695,32 @@ def _legacy_h5(f):
         group = root[layer_name]
         names = [_text(n) for n in group.attrs.get("weight_names", [])]
         weights = [_h5_lazy(group, n) for n in names]
-        serialized = _find_config(tree, layer_name) if tree is not None else \
-            _guess(names, weights)
-        if serialized is not None:
-            desc = _from_serialized(layer_name, serialized, weights, version)
-            if desc is not None:
-                yield desc
+        yield from _legacy_layer(layer_name, names, weights, tree, version)
+
+
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+def _legacy_layer(layer_name, names, weights, tree, version):
+    """The descriptions of one layer group of a legacy file. A nested model's group holds its
+    layers' weights, each weight name scoped by its layer's name: split by that scope."""
+    serialized = _find_config(tree, layer_name) if tree is not None else None
+    heads = [n.split("/", 1)[0] for n in names]
+    nested = serialized.get("class_name") in _MODEL_CLASSES if serialized is not None else \
+        tree is None and any(h != layer_name for h in heads)
+    if nested:
+        for head in dict.fromkeys(heads):
+            mine = [k for k, h in enumerate(heads) if h == head]
+            if head != layer_name:
+                yield from _legacy_layer(head, [names[k] for k in mine],
+                                         [weights[k] for k in mine], tree, version)
+        return
+    if tree is None:
+        serialized = _guess(names, weights)
+    if serialized is not None:
+        desc = _from_serialized(layer_name, serialized, weights, version)
+        if desc is not None:
+            yield desc
 
 
 def _is_legacy_h5(f):

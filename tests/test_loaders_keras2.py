@@ -272,3 +272,18 @@ def test_keras3_legacy_h5_keeps_keras3_hard_sigmoid(tmp_path):
     _close(model(x)[0], lstm(x))
     assert model.layer_options[0].recurrent_activation[1] == pytest.approx(1 / 6)
     assert "keras" not in fastlstm.inspect(tmp_path / "k3.h5")[0].options
+
+
+@pytest.mark.parametrize("kind", ["net.h5", "net_weights.h5", "net_savedmodel"])
+def test_only_the_chosen_layer_is_read(keras2, kind, monkeypatch):
+    from fastlstm.loaders import keras as loader
+
+    folder, _, _ = keras2
+    reads = []
+    original = loader._Lazy.read
+    monkeypatch.setattr(loader._Lazy, "read", lambda self: reads.append(self.shape) or
+                        original(self))
+    fastlstm.inspect(folder / kind)
+    assert reads == []
+    fastlstm.LSTM.from_keras(folder / kind, layer="stack")
+    assert reads == [(6, 8), (2, 8), (8,), (2, 12), (3, 12), (12,)]

@@ -6,6 +6,7 @@ Each loader module has a ``find(source)`` that lists its framework's LSTMs as ``
 entries without building a model; ``fastlstm.loaders.kind_of`` says which loader a source
 belongs to.
 """
+import os
 from dataclasses import dataclass, field
 
 
@@ -67,5 +68,6 @@ def inspect(source):
 
     kind = loaders.kind_of(source)
     module = loaders.module_for(kind)
-    label = source if isinstance(source, str) else type(source).__name__
+    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else \
+        type(source).__name__
     return Inventory(module.find(source), source=str(label))

@@ -174,11 +174,14 @@ class LSTMCell(_Stack):
         return cls.from_layer(make_layer(input_size, hidden_size, opts, [dict(weights)]))
 
     @classmethod
-    def from_torch(cls, cell):
-        """A cell from a ``torch.nn.LSTMCell`` or its state dict (tensors or NumPy arrays)."""
+    def from_torch(cls, source, *, module=None, prefix=None, trust_pickle=False):
+        """A cell from a ``torch.nn.LSTMCell``: the cell, a module holding it (``module=`` its
+        dotted name), a state dict, a ``.pt``/``.pth``/``.bin``/``.safetensors`` file or
+        TorchScript; the same sources as ``LSTM.from_torch`` (see ``fastlstm.loaders.torch``)."""
         from .loaders import torch as torch_loader
 
-        return cls.from_layer(torch_loader.cell_layer(cell))
+        return cls.from_layer(torch_loader.cell_layer(source, module=module, prefix=prefix,
+                                                      trust_pickle=trust_pickle))
 
     @classmethod
     def from_tf1(cls, variables, *, forget_bias=1.0, cell_clip=None, proj_clip=None,
@@ -300,34 +303,44 @@ class LSTM(_Stack):
         return cls.from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
-    def from_torch(cls, module_or_state_dict, **config):
-        """A model from a ``torch.nn.LSTM`` or its state dict; see ``fastlstm.loaders.torch``.
+    def from_torch(cls, source, *, module=None, prefix=None, batch_first=None,
+                   trust_pickle=False, **config):
+        """A model from a ``torch.nn.LSTM``; see ``fastlstm.loaders.torch``.
 
-        A state dict (tensors or NumPy arrays) carries no ``batch_first``: pass it (default
-        False, as ``nn.LSTM``); layers, directions and ``proj_size`` come from the keys.
+        ``source``: the ``nn.LSTM``; any module holding LSTMs (``module="encoder.rnn"`` picks
+        one by dotted name, needed when there are several); a state dict; a ``.pt`` / ``.pth``
+        / ``.bin`` state-dict file; a TorchScript file or module; a ``.safetensors`` file.
+        ``batch_first``: a module's own wins (giving another is an error); a state dict or
+        file has none, so it defaults to False, as ``nn.LSTM``. ``trust_pickle=True`` allows
+        a file holding a pickled module (unpickling runs code). Sizes given in ``config``
+        (``hidden_size=``, ...) are checked against the weights.
         """
         from .loaders import torch as torch_loader
 
-        layers, bidirectional, batch_first = torch_loader.lstm_layers(module_or_state_dict,
-                                                                      config)
+        config.update(module=module, prefix=prefix, batch_first=batch_first,
+                      trust_pickle=trust_pickle)
+        layers, bidirectional, batch_first = torch_loader.lstm_layers(source, config)
         return cls.from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
     def from_keras(cls, layer_or_path, *, layer=None, activation=None,
                    recurrent_activation=None):
-        """A model from a Keras 3 LSTM layer, model or saved ``.keras`` / ``.weights.h5`` file.
+        """A model from a Keras LSTM: a Keras 3 or Keras 2 (``tf_keras``) ``LSTM``,
+        ``RNN(LSTMCell)``, ``RNN(StackedRNNCells)``, ``Bidirectional`` or ``CuDNNLSTM`` layer or
+        a model holding one; a ``.keras``, ``.weights.h5`` or legacy ``.h5`` file (full model or
+        weights); a Keras 2 SavedModel directory (needs TensorFlow).
 
         ``layer=`` names the layer when there are several; ``activation=`` /
-        ``recurrent_activation=`` complete a ``.weights.h5`` file, which has no config.
+        ``recurrent_activation=`` complete a weights-only file, which has no config.
         Keras repeats the last output at masked steps where ``lengths`` gives zeros:
         ``fastlstm.loaders.keras.repeat_last_output`` converts. See ``fastlstm.loaders.keras``.
         """
         from .loaders import keras as keras_loader
 
-        layers, bidirectional = keras_loader.read(layer_or_path, layer=layer,
-                                                  activation=activation,
-                                                  recurrent_activation=recurrent_activation)
-        return cls.from_layers(layers, bidirectional=bidirectional, batch_first=True)
+        layers, bidirectional, batch_first = keras_loader.read(
+            layer_or_path, layer=layer, activation=activation,
+            recurrent_activation=recurrent_activation)
+        return cls.from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
     def from_onnx(cls, path_or_model, node=None):

@@ -170,8 +170,29 @@ def test_saved_files(tmp_path):
             _close(model(inputs[name])[0], layer(inputs[name]))
     live = fastlstm.LSTM.from_keras(net, layer="stack")
     _close(live(inputs["stack"])[0], layers["stack"](inputs["stack"]))
-    with pytest.raises(ValueError, match=r"layer='gru' is not an LSTM layer .*\['bi', 'enc'"):
+    with pytest.raises(ValueError, match=r"'gru' is a GRU, which fastlstm cannot load: a GRU"):
         fastlstm.LSTM.from_keras(tmp_path / "net.keras", layer="gru")
+    with pytest.raises(ValueError, match=r"layer='nope' is not an LSTM layer .*\['bi', 'enc', "
+                                         r"'stack'\]; others: 'gru' \(GRU\)"):
+        fastlstm.LSTM.from_keras(tmp_path / "net.keras", layer="nope")
+
+
+@pytest.mark.parametrize("source", ["live", "net.keras", "net.weights.h5"])
+def test_inspect(tmp_path, source):
+    net, _ = _saved_net(tmp_path)
+    found = {f.name: f for f in fastlstm.inspect(net if source == "live" else
+                                                 tmp_path / source)}
+    enc, bi, stack = found["enc"], found["bi"], found["stack"]
+    assert (enc.kind, enc.selector, enc.input_size, enc.hidden_size, enc.supported) == \
+        ("keras", "layer", I, 4, True)
+    assert (bi.type, bi.input_size, bi.hidden_size, bi.bidirectional) == \
+        ("Bidirectional(LSTM)", 4, 3, True)
+    assert (stack.num_layers, stack.input_size, stack.hidden_size) == (2, 6, 2)
+    assert stack.type.startswith("RNN(StackedRNNCells")
+    if source != "net.weights.h5":   # a weights file has no config: no types, no GRU
+        assert enc.options == {"activation": "softsign", "recurrent_activation": "hard_sigmoid"}
+        assert (found["gru"].type, found["gru"].hidden_size) == ("GRU", 2)
+        assert "a GRU (reset and update gates" in found["gru"].reason
 
 
 def test_file_reading_imports_no_framework(tmp_path):

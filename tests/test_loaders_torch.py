@@ -117,7 +117,7 @@ def test_lstm_state_dict_errors():
         fastlstm.LSTM.from_torch(sd)
     with pytest.raises(ValueError, match="no LSTM parameters"):
         fastlstm.LSTM.from_torch({"foo": np.zeros(3)})
-    with pytest.raises(TypeError, match="torch.nn.LSTM"):
+    with pytest.raises(ValueError, match="nn.GRU.*cannot load: a GRU"):
         fastlstm.LSTM.from_torch(torch.nn.GRU(3, 4))
     with pytest.raises(ValueError, match="batch_first=True was given"):
         fastlstm.LSTM.from_torch(torch.nn.LSTM(3, 4), batch_first=True)

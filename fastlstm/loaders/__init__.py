@@ -11,6 +11,7 @@ A loader imports its framework only when it is handed that framework's object.
 """
 import importlib
 import os
+import sys
 from collections.abc import Mapping
 
 # kind -> the keyword its loader takes to pick one LSTM out of many
@@ -42,9 +43,10 @@ def kind_of(source):
                          f".pt/.pth/.bin/.safetensors, .keras/.h5 file, a SavedModel directory "
                          f"or a TF1 checkpoint prefix")
     root = type(source).__module__.split(".")[0]
-    if root == "torch":
+    torch = sys.modules.get("torch")
+    if root == "torch" or (torch is not None and isinstance(source, torch.nn.Module)):
         return "torch"
-    if root in ("keras", "tf_keras", "tensorflow"):
+    if root in ("keras", "tf_keras", "tensorflow") or _is_keras_layer(source):
         return "keras"
     if root == "onnx":
         return "onnx"
@@ -52,6 +54,15 @@ def kind_of(source):
         return "torch"
     raise TypeError(f"expected a model file path or a torch, Keras or ONNX object, "
                     f"got {type(source).__name__}")
+
+
+def _is_keras_layer(source):
+    """A layer or model of a class defined outside Keras (a subclassed keras.Model)."""
+    for name in ("keras", "tf_keras"):
+        keras = sys.modules.get(name)
+        if keras is not None and isinstance(source, keras.layers.Layer):
+            return True
+    return False
 
 
 def module_for(kind):
@@ -64,6 +75,6 @@ def load(source, name=None):
     from ..models import LSTM
 
     kind = kind_of(source)
-    loader = {"torch": LSTM.from_torch, "keras": LSTM.from_keras, "onnx": LSTM.from_onnx,
-              "tf1": LSTM.from_tf1_checkpoint}[kind]
+    loader = getattr(LSTM, {"torch": "from_torch", "keras": "from_keras", "onnx": "from_onnx",
+                            "tf1": "from_tf1_checkpoint"}[kind])
     return loader(source, **({SELECTORS[kind]: name} if name is not None else {}))

@@ -491,11 +491,32 @@ class LSTM(_Stack):
         return cls._from_layers(layers, bidirectional=bidirectional, batch_first=True)
 
     @classmethod
-    def from_onnx(cls, path_or_model, node=None):
-        """A model from an ONNX ``LSTM`` node; see ``fastlstm.loaders.onnx`` for the layouts."""
+    def from_onnx(cls, source, *, node=None):
+        """A model from an ONNX model's ``LSTM`` node, or a chain of them (one per layer, as
+        exporters write stacks): ``node`` is a name, a list of names, or None (the one node,
+        or the one chain all nodes form). A ``ModelProto``, bytes or a ``.onnx`` path (external
+        data is read from its folder). See ``fastlstm.loaders.onnx`` for the layouts."""
         from .loaders import onnx as onnx_loader
 
-        return onnx_loader.load(cls, path_or_model, node=node)
+        spec = onnx_loader.read(source, node=node)
+        if spec.reverse or spec.initial_state is not None:
+            # what a plain LSTM cannot express: reversed nodes, initial states in the graph
+            return onnx_loader.OnnxLSTM.from_spec(spec)
+        return cls._from_layers(spec.layers, bidirectional=spec.bidirectional,
+                                batch_first=spec.batch_first)
+
+    @classmethod
+    def from_tf1_checkpoint(cls, path, *, scope=None, forget_bias=1.0, **options):
+        """A model from a ``tf.compat.v1`` Saver checkpoint (prefix, ``.index`` file or folder
+        with a ``checkpoint`` file): the LSTM cells under ``scope`` (``MultiRNNCell`` layers
+        in order, ``bidirectional_dynamic_rnn`` fw/bw) as one stack that gives
+        ``dynamic_rnn``'s outputs. ``options``: ``cell_clip``, ``proj_clip``, ``activation``,
+        which a checkpoint does not record. Needs TensorFlow; see ``fastlstm.loaders.tf1``."""
+        from .loaders import tf1
+
+        layers, bidirectional = tf1.checkpoint_layers(path, scope=scope,
+                                                      forget_bias=forget_bias, **options)
+        return cls._from_layers(layers, bidirectional=bidirectional, batch_first=True)
 
     def save(self, path):
         """Write the model to ``path`` (a documented .npz, see ``fastlstm.io``)."""

@@ -484,7 +484,7 @@ class _Model:
     def links(self):
         """{first node name: second node name} for every pair of nodes that a stack makes."""
         if not hasattr(self, "_links"):
-            self._links = {}
+            self._links, self._unreadable = {}, {}
             for entry in self.entries:
                 following = self._successor(entry)
                 if following is None:
@@ -492,7 +492,8 @@ class _Model:
                 (second, bridge) = following
                 try:
                     a, b = self.spec(entry), self.spec(second)
-                except ValueError:
+                except ValueError as exc:
+                    self._unreadable.setdefault(entry[0], str(exc))
                     continue
                 if self._bridge_is_a_stack(a, b, bridge, entry[2]):
                     self._links[a.name] = b.name
@@ -525,9 +526,10 @@ class _Model:
             if len(chains) == 1 and len(chains[0]) == len(self.entries):
                 return [self.spec(self._entry(n)) for n in chains[0]]
             listed = f" and the chains {chains}" if chains else ""
+            unreadable = "".join(f"; {message}" for message in self._unreadable.values())
             raise ValueError(f"the ONNX model has {len(names)} LSTM nodes {names}{listed} that "
                              f"do not form one chain; choose one with node=... (a name or a "
-                             f"list of names)")
+                             f"list of names){unreadable}")
         if isinstance(node, str):
             return [self.spec(self._entry(node))]
         if not isinstance(node, (list, tuple)) or not node or \

@@ -11,6 +11,7 @@ A loader imports its framework only when it is handed that framework's object.
 """
 import importlib
 import os
+import re
 from collections.abc import Mapping
 
 # kind -> the keyword its loader takes to pick one LSTM out of many
@@ -18,6 +19,9 @@ SELECTORS = {"torch": "module", "keras": "layer", "onnx": "node", "tf1": "scope"
 
 _SUFFIXES = {".onnx": "onnx", ".pt": "torch", ".pth": "torch", ".bin": "torch",
              ".safetensors": "torch", ".keras": "keras", ".h5": "keras", ".hdf5": "keras"}
+
+# a TF1 checkpoint's prefix has PREFIX.index and PREFIX.data-00000-of-00001 beside it
+_TF1_DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
 
 def kind_of(source):
@@ -34,7 +38,7 @@ def kind_of(source):
         suffix = os.path.splitext(path)[1].lower()
         if suffix in _SUFFIXES:
             return _SUFFIXES[suffix]
-        if suffix == ".index" or os.path.exists(path + ".index"):
+        if suffix == ".index" or os.path.exists(path + ".index") or _TF1_DATA.search(path):
             return "tf1"
         if not os.path.exists(path):
             raise ValueError(f"{path!r} does not exist")

@@ -61,6 +61,22 @@ def bi(scope, make_fw, make_bw):
     return build
 
 
+def stacked_bi(scope, make_cells):
+    """What contrib's stack_bidirectional_dynamic_rnn did (tf.compat.v1 has no copy of it):
+    bidirectional_dynamic_rnn per layer under cell_k, each layer fed the joined outputs."""
+    def build(x):
+        finals = []
+        with v1.variable_scope(scope):
+            for k, (fw, bw) in enumerate(make_cells()):
+                with v1.variable_scope(f"cell_{k}"):
+                    (y_fw, y_bw), (s_fw, s_bw) = v1.nn.bidirectional_dynamic_rnn(
+                        fw, bw, x, sequence_length=LENGTHS, dtype=tf.float32)
+                x = tf.concat([y_fw, y_bw], axis=2)
+                finals += [s_fw, s_bw]
+        return x, finals
+    return build
+
+
 # case: the stacks saved together in one checkpoint, by their scope in the checkpoint
 CASES = {
     # two LSTMCells with peepholes, projections and clips in a MultiRNNCell (Adam slots too)
@@ -77,6 +93,9 @@ CASES = {
                                 lambda: lstm(4, use_peepholes=True)),
         "nested/bidirectional_rnn": bi("nested", lambda: multi([lstm(3), lstm(3)]),
                                        lambda: multi([lstm(3), lstm(3)]))},
+    # two bidirectional layers of BasicLSTMCells, joined after each layer
+    "stacked_bidirectional": {"stack_bidirectional_rnn": stacked_bi(
+        "stack_bidirectional_rnn", lambda: [(basic(4), basic(4)), (basic(3), basic(3))])},
 }
 
 

@@ -24,6 +24,7 @@ LOADS = {
     "multi": {"rnn": dict(forget_bias=0.7, cell_clip=0.8, proj_clip=0.5)},
     "basic": {"encoder/rnn": {}, "decoder/rnn": {}},
     "bidirectional": {"bidirectional_rnn": {}},
+    "stacked_bidirectional": {"stack_bidirectional_rnn": {}},
 }
 
 

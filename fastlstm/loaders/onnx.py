@@ -212,8 +212,7 @@ class _Model:
                 # a proto in memory must not make us open files relative to the current directory
                 raise ValueError(f"{where}: {label} refers to external data that is not loaded; "
                                  f"pass the model's path, or load it with onnx.load(path) first")
-            count = int(np.prod(list(tensor.dims), dtype=object))
-            check_memory(8 * max(count, 0), f"{where} {label} of shape {list(tensor.dims)}")
+            # onnx reads at most the bytes the file holds; the dims are checked against them below
             loaded = TensorProto()
             loaded.CopyFrom(tensor)
             try:
@@ -338,13 +337,19 @@ class _Model:
                     raise ValueError(f"{where} has no {label} input")
                 return None
             try:
-                return np.asarray(self.value(scope, input_name, where, label), np.float64)
+                value = self.value(scope, input_name, where, label)
             except _NotConstant as exc:
                 if required:
                     raise ValueError(f"{where}: {label} ({input_name!r}) is computed from the "
                                      f"graph's input {exc.args[0]!r}; fastlstm needs its value "
                                      f"in the model") from None
                 return None
+            with np.errstate(invalid="ignore"):  # signalling NaNs: refused by make_layer
+                value = np.asarray(value, np.float64)
+            if np.any(np.abs(value) > np.finfo(np.float32).max):
+                raise ValueError(f"{where}: {label} ({input_name!r}) holds values beyond "
+                                 f"float32's range")
+            return value
 
         W = const(w_name, "W", required=True)
         R = const(r_name, "R", required=True)

@@ -52,7 +52,11 @@ def _to_numpy(value, name):
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"variable {name!r} must be a real array, got {arr.dtype}")
-    return arr.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaNs: refused by make_layer
+        arr = arr.astype(np.float64)
+    if np.any(np.abs(arr) > np.finfo(np.float32).max):
+        raise ValueError(f"variable {name!r} holds values beyond float32's range")
+    return arr
 
 
 def cell_layer(variables, *, forget_bias=1.0, cell_clip=None, proj_clip=None,
@@ -267,22 +271,29 @@ def _choose(stacks, scope, prefix):
                      + f" of TF1 checkpoint {prefix!r}; LSTM stacks: {listed}")
 
 
-def _cell_variables(reader, shapes, dtypes, cell):
+def _cell_variables(reader, shapes, dtypes, cell, prefix):
     """The cell's variables by full name, read from the checkpoint (only those)."""
+    folder, base = os.path.split(prefix)
+    data_bytes = sum(os.path.getsize(os.path.join(folder or ".", f))
+                     for f in os.listdir(folder or ".")
+                     if f.startswith(base + ".data-") and _DATA_SUFFIX.search(f))
     variables = {}
     for suffix in _ROLES:
         name = f"{cell}/{suffix}"
         if name not in shapes:
             continue
         if not getattr(dtypes[name], "is_floating", False):
-            raise ValueError(f"checkpoint variable {name!r} is {dtypes[name]!r}, not a float "
-                             f"tensor")
+            raise ValueError(f"variable {name!r} of TF1 checkpoint {prefix!r} is "
+                             f"{dtypes[name]!r}, not a float tensor")
         count = int(np.prod(shapes[name], dtype=object))
-        check_memory(8 * count, f"checkpoint variable {name!r} of shape {shapes[name]}")
+        if count * dtypes[name].size > data_bytes:
+            raise ValueError(f"variable {name!r} of TF1 checkpoint {prefix!r} declares shape "
+                             f"{shapes[name]} but the data files hold only {data_bytes} bytes")
+        check_memory(8 * count, f"variable {name!r} of shape {shapes[name]}")
         try:
             variables[name] = reader.get_tensor(name)
         except Exception as exc:  # DataLossError and others for damaged data files
-            raise ValueError(f"checkpoint variable {name!r} cannot be read: "
+            raise ValueError(f"variable {name!r} of TF1 checkpoint {prefix!r} cannot be read: "
                              f"{type(exc).__name__}: {str(exc).strip()[:300]}") from None
     return variables
 
@@ -303,7 +314,7 @@ def checkpoint_layers(path, *, scope=None, forget_bias=1.0, **options):
     for k, cells in enumerate(stack.ordered()):
         parts = []
         for cell in cells:
-            variables = _cell_variables(reader, shapes, dtypes, cell)
+            variables = _cell_variables(reader, shapes, dtypes, cell, prefix)
             cell_options = dict(options)
             if f"{cell}/projection/kernel" not in shapes:
                 cell_options.pop("proj_clip", None)  # clips the projection of cells that have one

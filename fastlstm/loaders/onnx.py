@@ -1,15 +1,40 @@
-"""ONNX: one ``LSTM`` node of a ``ModelProto`` or ``.onnx`` file, read with the ``onnx`` package.
+"""ONNX: an ``LSTM`` node, or a chain of them, of a ``ModelProto``, bytes or ``.onnx`` file,
+read with the ``onnx`` package.
 
-What is read: W ``(D, 4H, I)``, R ``(D, 4H, H)``, B ``(D, 8H)`` (input then recurrent
+What is read per node: W ``(D, 4H, I)``, R ``(D, 4H, H)``, B ``(D, 8H)`` (input then recurrent
 biases), P ``(D, 3H)``, all in ONNX's gate order i, o, f, c (peepholes i, o, f); the
 attributes ``direction``, ``hidden_size``, ``clip`` (fastlstm's ``gate_clip``),
 ``input_forget``, ``activations`` (f, g, h = recurrent_activation, activation,
 output_activation) with ``activation_alpha`` / ``activation_beta`` (consumed, as
 onnxruntime does, in order by the activations that take them; ONNX's defaults otherwise) and
-``layout``. W, R, B, P, initial_h and initial_c must be initializers or ``Constant`` outputs;
-``X`` and ``sequence_lens`` are the caller's.
+``layout``. ``X`` and ``sequence_lens`` are the caller's.
 
-How our call maps to the node (X, Y, Y_h, Y_c as in the ONNX spec, D directions):
+Where the values come from:
+
+- W, R, B, P, initial_h and initial_c are initializers, ``Constant`` outputs, or computed
+  from them (old exporters reorder gate blocks with Slice/Concat and add the direction axis
+  with Unsqueeze): such a cone of constant-only ops is folded by onnx's reference evaluator
+  (``onnx.reference.ReferenceEvaluator``) on a small graph of just that cone, after shape
+  inference has bounded every intermediate's size; only the ops in ``_FOLDABLE_OPS`` are
+  folded. An initial state computed from the graph's inputs (torch's exporter writes zeros
+  expanded to the input's batch) is the caller's ``initial_state``; W and R must be constant.
+- Nodes inside ``If``/``Loop``/``Scan`` subgraphs are found and named by their path:
+  ``<If node>/<attribute>/<LSTM node>``, e.g. ``"If_0/then_branch/LSTM_1"`` (an unnamed node
+  is ``<op #index>``); they may read their parents' initializers.
+- A file's external data is read from the file's folder, and only for the tensors of the
+  chosen nodes (``onnx.external_data_helper``, which refuses locations outside the folder).
+  A ``ModelProto`` given in memory must have its external data loaded already
+  (``onnx.load(path)`` does that for every tensor).
+
+Chains: exporters write a stacked (bidirectional) LSTM as one node per layer, node k's Y
+going to node k+1's X through layout ops (torch: Transpose + Reshape, or Squeeze). Node B
+follows node A when A's Y reaches B's X only through ``_LAYOUT_OPS`` and running those ops
+(reference evaluator, on a Y of distinct values) gives exactly the stacked layer's input:
+``Y (T, D, B, H) -> (T, B, D*H)`` for layout 0, ``(B, T, D, H) -> (B, T, D*H)`` for layout 1.
+The nodes of a chain must share direction, layout and ``sequence_lens``; its Y_h/Y_c are the
+nodes' concatenated, as exporters concatenate them.
+
+How our call maps to a node (X, Y, Y_h, Y_c as in the ONNX spec, D directions):
 
 - ``layout=0``: the model is time-major (``batch_first=False``); pass X ``(T, B, I)`` as is.
   Our ``y`` is ``(T, B, D*H)``, so ``Y = y.reshape(T, B, D, H).transpose(0, 2, 1, 3)``;
@@ -21,13 +46,16 @@ How our call maps to the node (X, Y, Y_h, Y_c as in the ONNX spec, D directions)
 - A sequence of length 0 keeps its initial state in fastlstm (as in PyTorch and TF), while
   onnxruntime returns Y_h = Y_c = 0 for it; the two differ only when that initial state is
   not zero.
-- When ``initial_h`` / ``initial_c`` are non-zero initializers the loaded model (an
-  ``OnnxLSTM``) uses them whenever the call gives no ``initial_state`` (the missing one of the
-  pair being zeros); they fix the batch size, as they do in the ONNX graph, and
+- When ``initial_h`` / ``initial_c`` are non-zero constants the loaded model (an
+  ``OnnxLSTM``) uses them whenever the call gives no ``initial_state`` (the missing ones
+  being zeros); they fix the batch size, as they do in the ONNX graph, and
   ``lstm.onnx_initial_state`` holds them. All-zero ones are dropped: zeros are the default.
 - ``direction="reverse"`` also gives an ``OnnxLSTM``: its one direction runs over each
   sequence's valid steps backwards and stores each output at its own time step.
-- One node is one layer: a stacked model exported from PyTorch has one LSTM node per layer.
+
+``read`` turns the chosen node(s) into an ``OnnxSpec`` (layers, directions, layout, reverse,
+initial state); ``LSTM.from_onnx`` decides which model class runs it. ``find`` lists the
+nodes, chains and the GRU/RNN nodes fastlstm cannot run, for ``fastlstm.inspect``.
 """
 import os
 from dataclasses import dataclass
@@ -184,7 +212,7 @@ class _Model:
         self.base_dir = base_dir
         self.entries = []     # (path name, node, scope) of every LSTM node
         self.others = []      # (path name, op type) of GRU and RNN nodes
-        self._specs = {}
+        self._specs, self._links, self._unreadable = {}, {}, {}
         self._walk(proto.graph, None, "")
 
     def _walk(self, graph, parent, prefix):
@@ -486,23 +514,27 @@ class _Model:
             return False
         return np.shape(got) == want.shape and np.array_equal(got, want)
 
-    def links(self):
-        """{first node name: second node name} for every pair of nodes that a stack makes."""
-        if not hasattr(self, "_links"):
-            self._links, self._unreadable = {}, {}
-            for entry in self.entries:
-                following = self._successor(entry)
-                if following is None:
-                    continue
-                (second, bridge) = following
+    def _link(self, entry):
+        """The name of the node that takes this node's output as a stacked layer does, or
+        None; reads the two nodes' weights only."""
+        name = entry[0]
+        if name not in self._links:
+            self._links[name] = None
+            following = self._successor(entry)
+            if following is not None:
+                second, bridge = following
                 try:
                     a, b = self.spec(entry), self.spec(second)
                 except ValueError as exc:
-                    self._unreadable.setdefault(entry[0], str(exc))
-                    continue
+                    self._unreadable.setdefault(name, str(exc))
+                    return None
                 if self._bridge_is_a_stack(a, b, bridge, entry[2]):
-                    self._links[a.name] = b.name
-        return self._links
+                    self._links[name] = b.name
+        return self._links[name]
+
+    def links(self):
+        """{first node name: second node name} for every pair of nodes that a stack makes."""
+        return {e[0]: self._link(e) for e in self.entries if self._link(e) is not None}
 
     def chains(self):
         """Every maximal chain of two or more linked nodes, as lists of names."""
@@ -531,7 +563,12 @@ class _Model:
             if len(chains) == 1 and len(chains[0]) == len(self.entries):
                 return [self.spec(self._entry(n)) for n in chains[0]]
             listed = f" and the chains {chains}" if chains else ""
-            unreadable = "".join(f"; {message}" for message in self._unreadable.values())
+            for entry in self.entries:  # say what is wrong with the nodes that cannot be read
+                try:
+                    self.spec(entry)
+                except ValueError as exc:
+                    self._unreadable.setdefault(entry[0], str(exc))
+            unreadable = "".join(f"; {m}" for m in dict.fromkeys(self._unreadable.values()))
             raise ValueError(f"the ONNX model has {len(names)} LSTM nodes {names}{listed} that "
                              f"do not form one chain; choose one with node=... (a name or a "
                              f"list of names){unreadable}")
@@ -542,9 +579,8 @@ class _Model:
             raise TypeError(f"node must be a node name, a non-empty list of node names or "
                             f"None, got {node!r}")
         specs = [self.spec(self._entry(n)) for n in node]
-        links = self.links() if len(specs) > 1 else {}
         for a, b in zip(node, node[1:]):
-            if links.get(a) != b:
+            if self._link(self._entry(a)) != b:
                 raise ValueError(f"node={list(node)!r}: {b!r} does not take {a!r}'s output Y as a "
                                  f"stacked layer does (through layout-only ops); chains in the "
                                  f"model: {self.chains()}")

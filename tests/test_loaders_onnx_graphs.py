@@ -1,8 +1,6 @@
 """fastlstm.LSTM.from_onnx on whole graphs: chains of LSTM nodes (what exporters write for
 stacks), weights computed from constants, nodes inside If subgraphs, external data; each
 checked against onnxruntime running the same model (and torch for torch's exports)."""
-import io
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -55,13 +53,16 @@ def _export(module, args, dynamo, input_names, tmp_path):
     return path
 
 
-# the legacy exporter warns about itself and calls its own deprecated helpers
-LEGACY_WARNINGS = [
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+# the legacy exporter warns about itself and calls its own deprecated helpers; torch.export
+# (dynamo=True) calls a pytree helper it deprecates itself
+EXPORT_WARNINGS = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"
+                               ":DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed. Please remove usage of "
+                               "this function:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size other than 1"
                                ":UserWarning"),
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-    # torch.export (dynamo=True) calls a pytree helper it deprecates itself
     pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated"
                                ":FutureWarning"),
 ]
@@ -75,7 +76,7 @@ def _mark(marks):
     return apply
 
 
-@_mark(LEGACY_WARNINGS)
+@_mark(EXPORT_WARNINGS)
 @pytest.mark.parametrize("dynamo", [False, True])
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_torch_export_of_a_stack_loads_as_one_model(tmp_path, dynamo, bidirectional):
@@ -125,7 +126,7 @@ def _packed(module):
     return Packed().eval()
 
 
-@_mark(LEGACY_WARNINGS)
+@_mark(EXPORT_WARNINGS)
 @pytest.mark.filterwarnings("ignore:The shape inference of prim:UserWarning")
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_torch_export_with_packed_sequences(tmp_path, bidirectional):
@@ -203,7 +204,8 @@ def _chain_model(direction="bidirectional", layers=2, states=False, peepholes=Fa
         nodes, "chain",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I]),
          helper.make_tensor_value_info("seq", TensorProto.INT32, [B])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * (4 if n.startswith("Y_") else 3))
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT,
+                                       [None] * (4 if n.startswith("Y_") else 3))
          for n in [f"Y_{layers - 1}"] + outputs], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               ir_version=IR_VERSION)
@@ -211,7 +213,7 @@ def _chain_model(direction="bidirectional", layers=2, states=False, peepholes=Fa
     return model
 
 
-def _compare_chain(model, lstm, D, layers, lengths=None):
+def _compare_chain(model, lstm, D, lengths=None):
     x = _x(7)
     seq = np.full(B, T, np.int32) if lengths is None else np.asarray(lengths, np.int32)
     Y, *states = _session(model).run(None, {"X": x, "seq": seq})
@@ -237,8 +239,8 @@ def test_helper_chains(direction, bridge, states):
     assert isinstance(lstm, OnnxLSTM) == (states or direction == "reverse")
     if states:
         assert lstm.onnx_initial_state[0].shape == (3 * D, B, H)
-    _compare_chain(model, lstm, D, 3, lengths=np.array([5, 2, 4]))
-    _compare_chain(model, lstm, D, 3)
+    _compare_chain(model, lstm, D, lengths=np.array([5, 2, 4]))
+    _compare_chain(model, lstm, D)
 
 
 def test_chain_choices_and_errors():
@@ -275,7 +277,7 @@ def _const(name, value):
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value))
 
 
-def _gate_reordered(src, dst, axis, rows, nodes):
+def _gate_reordered(src, dst, axis, nodes):
     """dst = Concat of src's four gate blocks along `axis` in ONNX order (Slice per block),
     the way older exporters reorder torch's weights."""
     parts = []
@@ -307,7 +309,7 @@ def _folded_weights_model(bidirectional, seed=6):
         torch_weights.append(sd)
         inits += [numpy_helper.from_array(v, f"{k}_{d}") for k, v in sd.items()]
         for key in sd:
-            _gate_reordered(f"{key}_{d}", f"{key}_{d}_onnx", 0, 4 * H, nodes)
+            _gate_reordered(f"{key}_{d}", f"{key}_{d}_onnx", 0, nodes)
         nodes.append(helper.make_node("Concat", [f"b_ih_{d}_onnx", f"b_hh_{d}_onnx"],
                                       [f"b_{d}"], axis=0))
         for name, src in (("W", f"w_ih_{d}_onnx"), ("R", f"w_hh_{d}_onnx"), ("B", f"b_{d}")):
@@ -420,7 +422,7 @@ def test_external_data(tmp_path):
                 initializer if init.data_location == TensorProto.EXTERNAL]
     assert {"W_0", "R_1", "h0_1"} <= set(external)
     lstm = fastlstm.LSTM.from_onnx(str(path))
-    _compare_chain(str(path), lstm, 2, 2, lengths=np.array([1, 5, 3]))
+    _compare_chain(str(path), lstm, 2, lengths=np.array([1, 5, 3]))
     loaded = fastlstm.LSTM.from_onnx(onnx.load(str(path)))  # data read by onnx.load
     _close(loaded(_x(1))[0], lstm(_x(1))[0])
     not_loaded = onnx.load(str(path), load_external_data=False)
@@ -451,5 +453,5 @@ def test_inspect_lists_nodes_chains_and_other_rnns(tmp_path):
     assert found[1].input_size == H and found[1].options["chain"].startswith("layer 1 of")
     assert "runs LSTM nodes only" in found[3].reason
     assert "node=['lstm_0', 'lstm_1']" in repr(found)
-    # the GRU makes node=None ambiguous? no: only LSTM nodes count, and they form one chain
+    # node=None: only LSTM nodes count, and they form one chain
     assert fastlstm.LSTM.from_onnx(str(path)).num_layers == 2

@@ -106,3 +106,10 @@ def test_inspect_and_load(saved):
     assert (multi.selector, multi.input_size, multi.proj_size) == ("scope", 3, 2)
     model = fastlstm.loaders.load(str(folder / "basic" / "model-7"), "decoder/rnn")
     assert model.num_layers == 3 and model.hidden_size == 2
+
+
+def test_without_tensorflow(saved, monkeypatch):
+    folder, _ = saved
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow now fails
+    with pytest.raises(ImportError, match=r"reading a TF1 checkpoint needs TensorFlow"):
+        fastlstm.LSTM.from_tf1_checkpoint(folder / "multi")

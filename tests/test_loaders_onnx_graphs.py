@@ -108,6 +108,31 @@ def test_torch_export_of_a_stack_loads_as_one_model(tmp_path, dynamo, bidirectio
     assert fastlstm.loaders.load(path, chain[0].name).weights.keys() == lstm.weights.keys()
 
 
+@_mark(EXPORT_WARNINGS)
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_torch_export_with_initial_states(tmp_path, dynamo):
+    """Exported with (h0, c0) as graph inputs, each node slices its layer's part: the
+    caller's initial_state is the graph's h0 and c0 as they are."""
+    import torch
+
+    module = _torch_lstm(True, seed=5)
+    x = _x(4)
+    rng = np.random.default_rng(5)
+    h0, c0 = (rng.standard_normal((4, B, H)).astype(np.float32) for _ in range(2))
+    path = _export(module, (torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0))),
+                   dynamo, ["x", "h0", "c0"], tmp_path)
+    lstm = fastlstm.LSTM.from_onnx(path)
+    assert type(lstm) is fastlstm.LSTM and lstm.num_layers == 2
+    y, (h, c) = lstm(x, initial_state=(h0, c0))
+    outputs = _session(path).run(["y", "h", "c"], {"x": x, "h0": h0, "c0": c0})
+    with torch.no_grad():
+        y_t, (h_t, c_t) = module(torch.from_numpy(x), (torch.from_numpy(h0),
+                                                       torch.from_numpy(c0)))
+    for ours, onnx_out, torch_out in zip((y, h, c), outputs, (y_t, h_t, c_t)):
+        _close(ours, onnx_out)
+        _close(ours, torch_out.numpy())
+
+
 def _packed(module):
     """``module`` (an nn.LSTM) over packed sequences, padded back: torch's variable lengths."""
     import torch

@@ -178,7 +178,8 @@ class _Scope:
                         self.consts[node.output[0]] = attr.t
 
     def lookup(self, name):
-        """("const", tensor) | ("node", node, scope) | ("input", None) for a tensor name."""
+        """(kind, what, owning scope) of a tensor name: ("const", TensorProto, scope),
+        ("node", producing node, scope) or ("input", None, scope or None when unknown)."""
         scope = self
         while scope is not None:
             if name in scope.consts:

@@ -85,8 +85,10 @@ CASES = {
         lstm(4, use_peepholes=True, num_proj=2, cell_clip=0.8, proj_clip=0.5,
              forget_bias=0.7)]))},
     # BasicLSTMCells: one alone, three in a MultiRNNCell, in two scopes of one checkpoint
+    # (and an LSTMCell named by name=, found only when scope= points at it)
     "basic": {"encoder/rnn": uni("encoder", lambda: basic(4)),
-              "decoder/rnn": uni("decoder", lambda: multi([basic(3), basic(5), basic(2)]))},
+              "decoder/rnn": uni("decoder", lambda: multi([basic(3), basic(5), basic(2)])),
+              "custom/rnn": uni("custom", lambda: lstm(3, name="my_cell"))},
     # bidirectional_dynamic_rnn of LSTMCells with peepholes; and of MultiRNNCells (refused)
     "bidirectional": {
         "bidirectional_rnn": bi("", lambda: lstm(4, use_peepholes=True),

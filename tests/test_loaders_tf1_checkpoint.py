@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # case -> {scope: from_tf1_checkpoint options the checkpoint does not record}
 LOADS = {
     "multi": {"rnn": dict(forget_bias=0.7, cell_clip=0.8, proj_clip=0.5)},
-    "basic": {"encoder/rnn": {}, "decoder/rnn": {}},
+    "basic": {"encoder/rnn": {}, "decoder/rnn": {}, "custom/rnn": {}},
     "bidirectional": {"bidirectional_rnn": {}},
     "stacked_bidirectional": {"stack_bidirectional_rnn": {}},
 }
@@ -72,6 +72,8 @@ def test_model_options(saved):
     assert bi.bidirectional and bi.layer_options[0].forget_bias == 1.0
     encoder = fastlstm.LSTM.from_tf1_checkpoint(folder / "basic", scope="encoder")  # the one inside
     assert encoder.hidden_size == 4 and encoder.num_layers == 1
+    custom = fastlstm.LSTM.from_tf1_checkpoint(folder / "basic", scope="custom")
+    assert custom.hidden_size == 3 and custom.num_layers == 1
 
 
 def test_choosing_and_errors(saved, tmp_path):
@@ -80,7 +82,7 @@ def test_choosing_and_errors(saved, tmp_path):
                                          r"'encoder/rnn'\]; choose one with scope="):
         fastlstm.LSTM.from_tf1_checkpoint(folder / "basic")
     with pytest.raises(ValueError, match=r"scope='middle' names no LSTM stack .* LSTM stacks: "
-                                         r"\['decoder/rnn', 'encoder/rnn'\]"):
+                                         r"\['decoder/rnn', 'encoder/rnn'\]"):  # my_cell: not named
         fastlstm.LSTM.from_tf1_checkpoint(folder / "basic", scope="middle")
     with pytest.raises(ValueError, match=r"'nested/bidirectional_rnn' .* cannot be loaded: "
                                          r"bidirectional_dynamic_rnn over MultiRNNCells"):

@@ -16,9 +16,11 @@ cells like ``MultiRNNCell``; ``bidirectional=True`` with (forward, backward) pai
 
 Checkpoints (``LSTM.from_tf1_checkpoint``) are read with TensorFlow's checkpoint reader,
 only the chosen cells' variables. A cell is a scope named ``lstm_cell`` (LSTMCell, and
-contrib's LSTMBlockCell, whose variables have the same names and layout) or
-``basic_lstm_cell`` holding ``kernel`` and ``bias``; the scope path above it says how cells
-stack: ``.../multi_rnn_cell/cell_k/...`` is layer k of a MultiRNNCell, ``.../fw/...`` and
+contrib's LSTMBlockCell, whose variables have the same names and i, c, f, o layout) or
+``basic_lstm_cell`` holding ``kernel`` and ``bias`` (under ``scope=``, a cell built with
+another ``name=`` is found by its kernel's and bias's shapes). The scope path above a cell
+says how cells stack: ``.../multi_rnn_cell/cell_k/...`` is layer k of a MultiRNNCell,
+``.../fw/...`` and
 ``.../bw/...`` the directions of ``bidirectional_dynamic_rnn`` (``cell_k/bidirectional_rnn``
 above them: layer k of ``stack_bidirectional_dynamic_rnn``). The stack's scope is what is
 left, e.g. ``rnn`` or ``bidirectional_rnn``; optimizer slots (``kernel/Adam``) are ignored.
@@ -196,14 +198,24 @@ def _reader(path):
 
 def _cell_scopes(shapes, scope=None):
     """Every cell scope of the checkpoint: a kernel with a bias beside it, under one of the
-    names tf.compat.v1 gives LSTM cells (or exactly ``scope``)."""
+    names tf.compat.v1 gives LSTM cells, or, under ``scope`` when it is given, any name whose
+    kernel (rows, 4H) and bias (4H,) have an LSTM cell's shapes (cells built with name=)."""
+    scope = scope.strip("/") if isinstance(scope, str) else None
     found = []
     for name in shapes:
         if not name.endswith("/kernel") or name.endswith("/projection/kernel"):
             continue
         cell = name[:-len("/kernel")]
-        if cell + "/bias" in shapes and (cell.rsplit("/", 1)[-1] in _CELL_NAMES
-                                         or cell == scope):
+        if cell + "/bias" not in shapes:
+            continue
+        kernel, bias = list(shapes[name]), list(shapes[cell + "/bias"])
+        named = cell.rsplit("/", 1)[-1] in _CELL_NAMES
+        chosen = scope is not None and (cell == scope or cell.startswith(scope + "/"))
+        projection = list(shapes.get(cell + "/projection/kernel", []))
+        out = projection[-1] if projection else kernel[-1] // 4 if kernel else 0
+        shaped = len(kernel) == 2 and kernel[1] % 4 == 0 and bias == kernel[1:] and \
+            kernel[0] > out   # rows: input + output
+        if named or (chosen and shaped):
             found.append(cell)
     return sorted(found)
 

@@ -9,8 +9,7 @@ __version__ = "0.1.0"
 
 from . import reference
 from .inspection import inspect
-from .io import load
-from .models import LSTM, LSTMCell
+from .models import LSTM, LSTMCell, load
 from .pool import StreamPool
 from .runtime import get_num_threads, set_num_threads, show_config
 from .streams import Stream

@@ -195,9 +195,10 @@ cdef class CellKernel:
     cdef fl_cell cell
     cdef readonly object w_ih, w_hh, bias, w_hr, peephole, w_ih_packed, w_hh_packed, w_hr_packed
     cdef readonly int input_size, hidden_size, output_size
+    cdef readonly bint reverse    # runs backward over each sequence's valid steps
 
     def __init__(self, w_ih, w_hh, bias, w_hr, peephole, *, gate_act, cell_act, out_act,
-                 gate_clip, cell_clip, proj_clip, bint input_forget):
+                 gate_clip, cell_clip, proj_clip, bint input_forget, bint reverse=False):
         self.w_ih = np.ascontiguousarray(w_ih, dtype=np.float32)
         self.w_hh = np.ascontiguousarray(w_hh, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -212,6 +213,7 @@ cdef class CellKernel:
                 or (self.peephole is not None and self.peephole.shape != (3, H))):
             raise ValueError("CellKernel: inconsistent weight shapes")
         self.input_size, self.hidden_size, self.output_size = I, H, O
+        self.reverse = reverse
         memset(&self.cell, 0, sizeof(fl_cell))
         self.cell.input_size = I
         self.cell.hidden_size = H
@@ -448,7 +450,7 @@ cdef class Runner:
                 self.seqs[k].x_ld = x_ld
                 self.seqs[k].y = NULL if yout == NULL else yout + d * kern.output_size
                 self.seqs[k].y_ld = <int>(D * kern.output_size)
-                self.seqs[k].reverse = d == 1
+                self.seqs[k].reverse = kern.reverse
                 self.seqs[k].hfull = _data(ws.hfull) if kern.w_hr is not None else NULL
                 self.seqs[k].plan = &plan.runs[k]
                 k += 1

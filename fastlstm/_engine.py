@@ -27,7 +27,7 @@ from ._checks import MAX_INDEX, check_memory, check_shape, float_array
 gather_rows = _core.gather_rows
 
 
-def _kernel(layer, params):
+def _kernel(layer, params, reverse):
     o = layer.options
     H = layer.hidden_size
     bias = params["bias_ih"].astype(np.float32) + params["bias_hh"]
@@ -36,7 +36,7 @@ def _kernel(layer, params):
         params["weight_ih"], params["weight_hh"], bias, params.get("weight_hr"),
         params.get("peephole"), gate_act=o.recurrent_activation, cell_act=o.activation,
         out_act=o.output_activation, gate_clip=o.gate_clip, cell_clip=o.cell_clip,
-        proj_clip=o.proj_clip, input_forget=o.input_forget)
+        proj_clip=o.proj_clip, input_forget=o.input_forget, reverse=reverse)
 
 
 class Engine:
@@ -48,7 +48,7 @@ class Engine:
     keep_bytes = 32 << 20
     _KEEP_PLANS = 64
 
-    def __init__(self, layers, bidirectional, batch_first):
+    def __init__(self, layers, bidirectional, batch_first, initial_state=None):
         for prev, layer in zip(layers, layers[1:]):
             want = prev.output_size * (2 if bidirectional else 1)
             if layer.input_size != want:
@@ -57,7 +57,10 @@ class Engine:
         self.layers = tuple(layers)
         self.bidirectional = bidirectional
         self.batch_first = batch_first
-        self.kernels = [[_kernel(layer, p) for p in layer.directions] for layer in layers]
+        # a layer's second direction, and the one direction of a reverse layer, run backward
+        self.kernels = [[_kernel(layer, p, d == 1 or layer.reverse)
+                         for d, p in enumerate(layer.directions)] for layer in layers]
+        self.steps_forward = not any(l.reverse or len(l.directions) > 1 for l in layers)
         self.directions = 2 if bidirectional else 1
         self.input_size = layers[0].input_size
         self.output_size = layers[-1].output_size
@@ -67,6 +70,17 @@ class Engine:
         self.uniform_state = all(l.hidden_size == layers[0].hidden_size
                                  and l.output_size == layers[0].output_size for l in layers)
         self._state_floats = sum(o + h for o, h in self.widths)
+        # A state the model holds (an ONNX graph's initial_h/initial_c): calls that give
+        # none start from it. Per-(layer, direction) read-only arrays; it fixes the batch.
+        self.held_state = None
+        if initial_state is not None:
+            h, c = initial_state
+            first = h[0] if isinstance(h, (tuple, list)) else np.asarray(h)[0]
+            held = self.state_lists(initial_state, np.shape(first)[0], "initial_state")
+            self.held_state = tuple([np.array(a, np.float32) for a in part] for part in held)
+            for part in self.held_state:
+                for arr in part:
+                    arr.flags.writeable = False
         self._plans = {}       # (batch, steps, lengths, stepwise, threads) -> _core.Plan
         self._kept = []        # idle runners, most recently used last
         self._kept_lock = threading.Lock()

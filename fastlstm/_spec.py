@@ -65,11 +65,14 @@ PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "pee
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer: sizes, options and a params dict per direction (forward, then backward)."""
+    """One layer: sizes, options and a params dict per direction (forward, then backward).
+    ``reverse``: the layer's one direction runs backward over each sequence's valid steps,
+    each output stored at its own time step (an ONNX ``direction="reverse"`` node)."""
     input_size: int
     hidden_size: int
     options: CellOptions
     directions: tuple
+    reverse: bool = False
 
     @property
     def output_size(self):
@@ -92,8 +95,11 @@ def check_sizes(input_size, hidden_size):
     return input_size, hidden_size
 
 
-def make_layer(input_size, hidden_size, options, directions, where="weights"):
+def make_layer(input_size, hidden_size, options, directions, where="weights", reverse=False):
     """Build a Layer from per-direction dicts of arrays, checking names, shapes and values."""
+    reverse = check_bool(reverse, "reverse")
+    if reverse and len(directions) != 1:
+        raise ValueError(f"{where}: a reverse layer has one direction, got {len(directions)}")
     layer = Layer(input_size, hidden_size, options, ())
     shapes = layer.expected_shapes()
     frozen = []
@@ -118,7 +124,7 @@ def make_layer(input_size, hidden_size, options, directions, where="weights"):
             arr.flags.writeable = False
             out[name] = arr
         frozen.append(out)
-    return Layer(input_size, hidden_size, options, tuple(frozen))
+    return Layer(input_size, hidden_size, options, tuple(frozen), reverse)
 
 
 def init_params(rng, input_size, hidden_size, options):

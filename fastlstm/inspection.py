@@ -7,67 +7,29 @@ entries without building a model; ``fastlstm.loaders.kind_of`` says which loader
 belongs to.
 """
 import os
-from dataclasses import dataclass, field
 
+from . import loaders
+from .loaders.found import Found, Inventory
+from .models import LSTM
 
-@dataclass(frozen=True)
-class Found:
-    """One LSTM (or one recurrent layer fastlstm cannot run, with ``reason`` set)."""
-    kind: str               # the loader: "torch", "keras", "onnx" or "tf1"
-    name: str               # what to pass as ``selector``
-    selector: str           # "module", "layer", "node" or "scope"
-    type: str               # the framework's own type name, e.g. "nn.LSTM", "Bidirectional(LSTM)"
-    input_size: int = 0
-    hidden_size: int = 0
-    num_layers: int = 1
-    bidirectional: bool = False
-    proj_size: int = 0
-    options: dict = field(default_factory=dict)   # what else differs from the defaults
-    reason: str = ""        # why fastlstm cannot load it ("" when it can)
-
-    @property
-    def supported(self):
-        return not self.reason
-
-
-_COLUMNS = ("name", "type", "input", "hidden", "layers", "directions", "proj", "notes")
-
-
-class Inventory(tuple):
-    """The ``Found`` entries of one source; its repr reads as a table."""
-
-    def __new__(cls, entries, source=""):
-        self = super().__new__(cls, entries)
-        self.source = source
-        return self
-
-    def rows(self):
-        for f in self:
-            notes = f.reason and f"not supported: {f.reason}" or ", ".join(
-                f"{k}={v}" for k, v in f.options.items())
-            yield (f"{f.selector}={f.name!r}", f.type, str(f.input_size), str(f.hidden_size),
-                   str(f.num_layers), "2" if f.bidirectional else "1", str(f.proj_size or "-"),
-                   notes)
-
-    def __repr__(self):
-        rows = [_COLUMNS] + list(self.rows())
-        if len(rows) == 1:
-            return f"{self.source}: no LSTM found"
-        widths = [max(len(r[k]) for r in rows) for k in range(len(_COLUMNS))]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(([f"{self.source}:"] if self.source else []) + lines)
-
-    __str__ = __repr__
+__all__ = ["Found", "Inventory", "inspect", "load_source"]
 
 
 def inspect(source):
     """The LSTMs found in ``source`` (any source a ``from_*`` loader takes) as an
     ``Inventory``; see the module docstring."""
-    from . import loaders
-
     kind = loaders.kind_of(source)
     module = loaders.module_for(kind)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else \
         type(source).__name__
     return Inventory(module.find(source), source=str(label))
+
+
+def load_source(source, name=None):
+    """The model in ``source`` (any source a ``from_*`` loader takes; see
+    ``fastlstm.loaders.kind_of``), ``name`` picking one LSTM among several as ``inspect``
+    lists them (its ``module=``, ``layer=``, ``node=`` or ``scope=``)."""
+    kind = loaders.kind_of(source)
+    loader = getattr(LSTM, {"torch": "from_torch", "keras": "from_keras", "onnx": "from_onnx",
+                            "tf1": "from_tf1_checkpoint"}[kind])
+    return loader(source, **({loaders.SELECTORS[kind]: name} if name is not None else {}))

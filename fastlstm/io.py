@@ -1,4 +1,5 @@
-"""Saving and loading models: ``model.save(path)`` and ``fastlstm.load(path)``.
+"""The file format of ``model.save(path)`` and ``fastlstm.load(path)``: ``save`` writes a
+model's parts, ``read`` gives them back as specs, from which ``fastlstm.load`` builds it.
 
 The file is a NumPy ``.npz`` (a zip of ``.npy`` arrays) that needs nothing but NumPy to read
 and is always opened with ``allow_pickle=False``, so loading never executes code:
@@ -10,12 +11,16 @@ and is always opened with ``allow_pickle=False``, so loading never executes code
        "layers": [{"input_size": int, "hidden_size": int,
                    "options": {"proj_size", "forget_bias", "activation",
                                "recurrent_activation", "output_activation", "peepholes",
-                               "cell_clip", "gate_clip", "proj_clip", "input_forget"}}, ...],
-       "sha256": hex digest of the weights (float32 bytes, by sorted name)}
+                               "cell_clip", "gate_clip", "proj_clip", "input_forget"},
+                   "reverse": true (only for a reverse layer)}, ...],
+       "initial_state": true (only when the model holds one),
+       "sha256": hex digest of the arrays (float32 bytes, by sorted name)}
 
   activations are ``[name, alpha, beta]`` lists as in ``fastlstm.activations``.
 - one float32 array per weight, under its name in ``model.weights`` (PyTorch's names and
   layouts: ``weight_ih_l0``, ``bias_hh_l1_reverse``, ...; no ``_l{k}`` for an LSTMCell).
+- with ``initial_state``, the state the model holds (``LSTM.initial_state``): ``initial_h_{k}``
+  and ``initial_c_{k}``, one (batch, width) array per (layer, direction) k.
 
 ``load`` checks everything (format, version, config, the exact set of arrays, their shapes,
 finiteness and the digest) before it builds the model; any problem is a ``ValueError`` that
@@ -50,23 +55,30 @@ def _digest(weights):
 
 def save(model, path):
     """Write ``model`` (an LSTM or LSTMCell) to ``path`` exactly (no suffix is added)."""
-    from .models import LSTM, LSTMCell
-
-    if isinstance(model, LSTM):
-        kind, batch_first, bidirectional = "LSTM", model.batch_first, model.bidirectional
-    elif isinstance(model, LSTMCell):
-        kind, batch_first, bidirectional = "LSTMCell", True, False
+    kind = getattr(model, "file_kind", None)
+    if kind == "LSTM":
+        batch_first, bidirectional = model.batch_first, model.bidirectional
+    elif kind == "LSTMCell":
+        batch_first, bidirectional = True, False
     else:
         raise TypeError(f"model must be a fastlstm LSTM or LSTMCell, got {type(model).__name__}")
     path = os.fspath(path)
     weights = model.weights
+    held = model.engine.held_state
+    if held is not None:
+        for k, (h, c) in enumerate(zip(*held)):
+            weights[f"initial_h_{k}"], weights[f"initial_c_{k}"] = h, c
     config = {
         "format": FORMAT, "version": VERSION, "kind": kind, "batch_first": batch_first,
         "bidirectional": bidirectional,
-        "layers": [{"input_size": l.input_size, "hidden_size": l.hidden_size,
-                    "options": l.options.to_dict()} for l in model.layers],
+        "layers": [dict({"input_size": l.input_size, "hidden_size": l.hidden_size,
+                         "options": l.options.to_dict()}, **({"reverse": True} if l.reverse
+                                                            else {}))
+                   for l in model.layers],
         "sha256": _digest(weights),
     }
+    if held is not None:
+        config["initial_state"] = True
     arrays = {CONFIG_KEY: np.array(json.dumps(config))}
     arrays.update(weights)
     folder = os.path.dirname(os.path.abspath(path))
@@ -119,8 +131,11 @@ def _layers(config, files):
         raise _Bad("its config says a bidirectional LSTMCell")
     layers, used = [], set()
     for k, entry in enumerate(config["layers"]):
-        if not isinstance(entry, dict) or set(entry) != {"input_size", "hidden_size", "options"} \
-                or not isinstance(entry["options"], dict):
+        if not isinstance(entry, dict) or not {"input_size", "hidden_size", "options"} <= \
+                set(entry) <= {"input_size", "hidden_size", "options", "reverse"} \
+                or not isinstance(entry["options"], dict) \
+                or entry.get("reverse", True) is not True \
+                or (entry.get("reverse") and (D == 2 or cell)):
             raise _Bad(f"its config entry for layer {k} is malformed: {entry!r}")
         try:
             input_size, hidden_size = check_sizes(entry["input_size"], entry["hidden_size"])
@@ -138,13 +153,34 @@ def _layers(config, files):
             used.update(n + suffix for n in shapes)
         try:
             layers.append(make_layer(input_size, hidden_size, options, dirs,
-                                     where=f"layer {k}"))
+                                     where=f"layer {k}", reverse=entry.get("reverse", False)))
         except (TypeError, ValueError) as exc:
             raise _Bad(str(exc)) from None
+    held = None
+    if config.get("initial_state") is True and not cell:
+        entries = sum(len(l.directions) for l in layers)
+        names = [[f"initial_{which}_{k}" for k in range(entries)] for which in "hc"]
+        missing = [n for part in names for n in part if n not in files]
+        if missing:
+            raise _Bad(f"it lacks the initial state arrays {missing}")
+        held = tuple([files[n] for n in part] for part in names)
+        used.update(n for part in names for n in part)
+        widths = [(l.output_size, l.hidden_size) for l in layers for _ in l.directions]
+        batch = held[0][0].shape[0] if held[0][0].ndim == 2 else -1
+        for which, part in enumerate(held):
+            for k, arr in enumerate(part):
+                if arr.dtype != np.float32 or arr.shape != (batch, widths[k][which]) \
+                        or not np.all(np.isfinite(arr)):
+                    raise _Bad(f"its initial state array {names[which][k]!r} must be finite "
+                               f"float32 of shape {(batch, widths[k][which])}, got "
+                               f"{arr.dtype} {arr.shape}")
+    elif "initial_state" in config:
+        raise _Bad(f"its config entry 'initial_state' must be true, got "
+                   f"{config['initial_state']!r}")
     extra = sorted(set(files) - used - {CONFIG_KEY})
     if extra:
         raise _Bad(f"it holds arrays that are not weights of the model: {extra}")
-    return layers
+    return layers, held
 
 
 def _check_members(shown):
@@ -172,10 +208,11 @@ def _check_members(shown):
                                f"bytes")
 
 
-def load(path):
-    """Read a model written by ``save``: an LSTM or an LSTMCell, as it was saved."""
-    from .models import LSTM, LSTMCell
-
+def read(path):
+    """Read a file written by ``save`` into what the model is: a dict of ``kind`` ("LSTM" or
+    "LSTMCell"), ``layers`` (``_spec.Layer``), ``bidirectional``, ``batch_first`` and
+    ``initial_state`` (None, or the per-(layer, direction) h and c arrays);
+    ``fastlstm.load`` builds the model from it."""
     try:
         shown = os.fspath(path)
     except TypeError:
@@ -192,15 +229,14 @@ def load(path):
         with np.load(shown, allow_pickle=False) as npz:
             files = {name: npz[name] for name in npz.files}
         config = _config(files)
-        layers = _layers(config, files)
+        layers, held = _layers(config, files)
         weights = {k: v for k, v in files.items() if k != CONFIG_KEY}
         if _digest(weights) != config["sha256"]:
             raise _Bad("its weights do not match the digest in its config (the file was "
                        "altered after saving)")
-        if config["kind"] == "LSTMCell":
-            return LSTMCell.from_layer(layers[0])
-        return LSTM.from_layers(layers, bidirectional=config["bidirectional"],
-                                batch_first=config["batch_first"])
+        return {"kind": config["kind"], "layers": layers,
+                "bidirectional": config["bidirectional"], "batch_first": config["batch_first"],
+                "initial_state": held}
     except _Bad as exc:
         raise ValueError(f"fastlstm.load: {shown!r}: {exc}") from None
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, struct.error,

@@ -8,6 +8,7 @@ serve any number of threads and any batch size.
 """
 import numpy as np
 
+from . import io
 from ._checks import (check_bool, check_int, check_memory, check_shape, float_array,
                       lengths_array)
 from ._engine import Engine
@@ -50,8 +51,8 @@ class _Stack:
     """Shared parts of LSTM and LSTMCell: the layer specs, the engine that runs them, pickling
     and weights."""
 
-    def _setup(self, layers, bidirectional, batch_first):
-        self._engine = Engine(tuple(layers), bidirectional, batch_first)
+    def _setup(self, layers, bidirectional, batch_first, initial_state=None):
+        self._engine = Engine(tuple(layers), bidirectional, batch_first, initial_state)
 
     @property
     def engine(self):
@@ -86,6 +87,15 @@ class _Stack:
     def num_directions(self):
         return self._engine.directions
 
+    @property
+    def initial_state(self):
+        """The state a call without ``initial_state`` starts from when the model holds one
+        (an ONNX graph's ``initial_h``/``initial_c``; it fixes the batch size), as copies
+        shaped like ``h_n, c_n``; None when calls start from zeros."""
+        held = self._engine.held_state
+        return None if held is None else self._engine.pack([a.copy() for a in held[0]],
+                                                           [a.copy() for a in held[1]])
+
     # pickling -------------------------------------------------------------------------
     # By value and compact: sizes, options and each weight's raw float32 bytes. The pickle
     # names no callable but the model's class (pickle's NEWOBJ), and unpickling validates
@@ -93,6 +103,8 @@ class _Stack:
     _PICKLE_FORMAT = 1
 
     def __getstate__(self):
+        raw = lambda arr: (arr.shape, arr.astype("<f4", copy=False).tobytes())
+        held = self._engine.held_state
         return {
             "format": self._PICKLE_FORMAT,
             "bidirectional": self._engine.bidirectional,
@@ -101,10 +113,12 @@ class _Stack:
                 "input_size": layer.input_size,
                 "hidden_size": layer.hidden_size,
                 "options": layer.options.to_dict(),
-                "directions": [{name: (arr.shape, arr.astype("<f4", copy=False).tobytes())
-                                for name, arr in params.items()}
+                "reverse": layer.reverse,
+                "directions": [{name: raw(arr) for name, arr in params.items()}
                                for params in layer.directions],
             } for layer in self._engine.layers],
+            "initial_state": None if held is None else [[raw(a) for a in part]
+                                                        for part in held],
         }
 
     def __setstate__(self, state):
@@ -119,9 +133,14 @@ class _Stack:
                           for params in entry["directions"]]
             layers.append(make_layer(input_size, hidden,
                                      CellOptions.from_dict(entry["options"], hidden),
-                                     directions, where=f"pickled layer {k}"))
+                                     directions, where=f"pickled layer {k}",
+                                     reverse=entry.get("reverse", False)))
+        held = state.get("initial_state")
+        if held is not None:
+            held = tuple([np.frombuffer(data, "<f4").reshape(shape) for shape, data in part]
+                         for part in held)
         self._setup(layers, check_bool(state["bidirectional"], "bidirectional"),
-                    check_bool(state["batch_first"], "batch_first"))
+                    check_bool(state["batch_first"], "batch_first"), held)
 
     # weights --------------------------------------------------------------------------
     def _weight_items(self, layer_suffix):
@@ -134,6 +153,7 @@ class _Stack:
 
 class LSTMCell(_Stack):
     """One LSTM cell: ``y, (h, c) = cell(x_t, state)`` with x_t of shape (batch, input_size)."""
+    file_kind = "LSTMCell"   # what fastlstm.io writes it as
 
     def __init__(self, input_size, hidden_size, *, proj_size=0, forget_bias=0.0,
                  activation="tanh", recurrent_activation="sigmoid", output_activation=None,
@@ -196,8 +216,6 @@ class LSTMCell(_Stack):
 
     def save(self, path):
         """Write the cell to ``path`` (a documented .npz, see ``fastlstm.io``)."""
-        from . import io
-
         io.save(self, path)
 
     @property
@@ -238,6 +256,7 @@ class LSTMCell(_Stack):
 
 class LSTM(_Stack):
     """A stack of LSTM layers, optionally bidirectional; see the README for the conventions."""
+    file_kind = "LSTM"       # what fastlstm.io writes it as
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
                  batch_first=True, proj_size=0, forget_bias=0.0, activation="tanh",
@@ -264,11 +283,12 @@ class LSTM(_Stack):
         self._setup(layers, bidirectional, batch_first)
 
     @classmethod
-    def from_layers(cls, layers, *, bidirectional=False, batch_first=True):
+    def from_layers(cls, layers, *, bidirectional=False, batch_first=True, initial_state=None):
         """A model from layer specs (``fastlstm._spec.Layer``, what the loaders and
-        ``fastlstm.io`` produce); see ``LSTM.layers``."""
+        ``fastlstm.io`` produce); see ``LSTM.layers``. ``initial_state``: a state the model
+        holds, for calls that give none (see ``LSTM.initial_state``)."""
         self = cls.__new__(cls)
-        self._setup(list(layers), bidirectional, batch_first)
+        self._setup(list(layers), bidirectional, batch_first, initial_state)
         return self
 
     @classmethod
@@ -343,16 +363,32 @@ class LSTM(_Stack):
         return cls.from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
-    def from_onnx(cls, path_or_model, node=None):
-        """A model from an ONNX ``LSTM`` node; see ``fastlstm.loaders.onnx`` for the layouts."""
+    def from_onnx(cls, source, *, node=None):
+        """A model from an ONNX model's ``LSTM`` node, or a chain of them (one per layer, as
+        exporters write stacks): ``node`` is a name, a list of names, or None (the one node,
+        or the one chain all nodes form). A ``ModelProto``, bytes or a ``.onnx`` path (external
+        data is read from its folder). See ``fastlstm.loaders.onnx`` for the layouts."""
         from .loaders import onnx as onnx_loader
 
-        return onnx_loader.load(cls, path_or_model, node=node)
+        spec = onnx_loader.read(source, node=node)
+        return cls.from_layers(spec.layers, bidirectional=spec.bidirectional,
+                               batch_first=spec.batch_first, initial_state=spec.initial_state)
+
+    @classmethod
+    def from_tf1_checkpoint(cls, path, *, scope=None, forget_bias=1.0, **options):
+        """A model from a ``tf.compat.v1`` Saver checkpoint (prefix, ``.index`` file or folder
+        with a ``checkpoint`` file): the LSTM cells under ``scope`` (``MultiRNNCell`` layers
+        in order, ``bidirectional_dynamic_rnn`` fw/bw) as one stack that gives
+        ``dynamic_rnn``'s outputs. ``options``: ``cell_clip``, ``proj_clip``, ``activation``,
+        which a checkpoint does not record. Needs TensorFlow; see ``fastlstm.loaders.tf1``."""
+        from .loaders import tf1
+
+        layers, bidirectional = tf1.checkpoint_layers(path, scope=scope,
+                                                      forget_bias=forget_bias, **options)
+        return cls.from_layers(layers, bidirectional=bidirectional, batch_first=True)
 
     def save(self, path):
         """Write the model to ``path`` (a documented .npz, see ``fastlstm.io``)."""
-        from . import io
-
         io.save(self, path)
 
     @property
@@ -383,17 +419,25 @@ class LSTM(_Stack):
         x = self._engine.check_x(x)
         B, T = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
         return_sequences = check_bool(return_sequences, "return_sequences")
-        if initial_state is None:
+        if initial_state is not None:
+            h0, c0 = self._engine.state_lists(initial_state, B, "initial_state")
+        elif self._engine.held_state is None:
             h0 = c0 = [None] * self._engine.entries
         else:
-            h0, c0 = self._engine.state_lists(initial_state, B, "initial_state")
+            h0, c0 = self._engine.held_state
+            if h0[0].shape[0] != B:
+                raise ValueError(f"x has batch {B} but the model's initial state (held in the "
+                                 f"model it was loaded from) has batch {h0[0].shape[0]}; pass "
+                                 f"initial_state=... for another batch")
         if lengths is not None:
             lengths = lengths_array(lengths, B, T)
         y, hn, cn = self._engine.run(x, h0, c0, lengths, return_sequences)
         return y, (hn, cn)
 
     def stream(self, batch_size=1, state=None):
-        """A stateful stream over this model (unidirectional only); see fastlstm.Stream."""
+        """A stateful stream over this model (forward layers only); see fastlstm.Stream.
+        It starts from ``state``, or zeros (pass ``state=lstm.initial_state`` to start from a
+        state the model holds)."""
         from .streams import Stream
 
         return Stream(self, batch_size=batch_size, state=state)
@@ -401,5 +445,16 @@ class LSTM(_Stack):
     def __repr__(self):
         return (f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
                 + (", bidirectional=True" if self.bidirectional else "")
+                + (", reverse=True" if any(l.reverse for l in self.layers) else "")
                 + (f", proj_size={self.proj_size}" if self.proj_size else "")
                 + f", batch_first={self.batch_first})")
+
+
+def load(path):
+    """Read a model written by ``model.save``: an LSTM or an LSTMCell, as it was saved (the
+    file format is ``fastlstm.io``'s; loading never executes code)."""
+    parts = io.read(path)
+    if parts["kind"] == "LSTMCell":
+        return LSTMCell.from_layer(parts["layers"][0])
+    return LSTM.from_layers(parts["layers"], bidirectional=parts["bidirectional"],
+                            batch_first=parts["batch_first"], initial_state=parts["initial_state"])

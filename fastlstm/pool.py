@@ -43,9 +43,9 @@ class StreamPool:
         if not isinstance(lstm, (LSTM, LSTMCell)):
             raise TypeError(f"StreamPool needs a fastlstm.LSTM or LSTMCell, "
                             f"got {type(lstm).__name__}")
-        if lstm.num_directions != 1:
-            raise ValueError("StreamPool needs a unidirectional model: a bidirectional layer "
-                             "reads the future, so it cannot run step by step")
+        if not lstm.engine.steps_forward:
+            raise ValueError("StreamPool needs a unidirectional model: a bidirectional or "
+                             "reverse layer reads the future, so it cannot run step by step")
         self._model = lstm
         self._engine = lstm.engine
         self._lock = threading.Lock()

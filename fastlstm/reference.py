@@ -96,7 +96,7 @@ def lstm(layers, x, *, batch_first=True, initial_state=None, lengths=None,
         outs = []
         for d, params in enumerate(layer.directions):
             y, h, c = run_direction(x, lengths, hs[k], cs[k], p_cast(params), layer.options,
-                                    reverse=d == 1)
+                                    reverse=d == 1 or layer.reverse)
             outs.append(y)
             h_n.append(h)
             c_n.append(c)
@@ -124,6 +124,8 @@ def run(model, x, initial_state=None, lengths=None, return_sequences=True, dtype
         y, (h, c) = lstm(model.layers, np.asarray(x, dtype)[:, None, :], initial_state=state,
                          dtype=dtype)
         return y[:, 0], (h[0], c[0])
+    if initial_state is None:
+        initial_state = model.initial_state   # a state the model holds (ONNX graphs), or None
     y, (h, c) = lstm(model.layers, x, batch_first=model.batch_first, initial_state=initial_state,
                      lengths=lengths, return_sequences=return_sequences, dtype=dtype)
     try:

@@ -15,9 +15,9 @@ from .runtime import get_num_threads as _num_threads
 
 class Stream:
     def __init__(self, model, batch_size=1, state=None):
-        if model.bidirectional:
-            raise ValueError("stream() needs a unidirectional model: a bidirectional layer "
-                             "reads the future, so it cannot run step by step")
+        if not model.engine.steps_forward:
+            raise ValueError("stream() needs a unidirectional model: a bidirectional or "
+                             "reverse layer reads the future, so it cannot run step by step")
         self._model = model
         self._engine = model.engine
         self._lock = threading.Lock()

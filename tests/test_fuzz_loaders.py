@@ -27,6 +27,7 @@ from fastlstm import reference
 from fastlstm.io import CONFIG_KEY
 
 from conftest import assert_close
+from test_loaders_onnx_graphs import _chain_model, _folded_weights_model
 
 DATA = pathlib.Path(__file__).parent / "data"
 # Saved by Keras 3.x: Model(Input((None, 3)) -> LSTM(4, return_sequences=True, name="lstm")),
@@ -87,13 +88,14 @@ def _exercise(model):
         y, _ = model(x)
         assert_close(y, reference.run(model, x)[0], atol=1e-5, rtol=1e-4)
         return
-    shape = (2, 3, model.input_size) if model.batch_first else (3, 2, model.input_size)
+    batch = 2
+    held = model.initial_state  # an ONNX graph's states fix the batch
+    if held is not None:
+        batch = (held[0][0] if isinstance(held[0], tuple) else held[0]).shape[-2]
+    shape = (batch, 3, model.input_size) if model.batch_first else (3, batch, model.input_size)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     y, _ = model(x)
-    if type(model) is fastlstm.LSTM:
-        assert_close(y, reference.run(model, x)[0], atol=1e-5, rtol=1e-4)
-    else:
-        assert y.shape[:2] == shape[:2]
+    assert_close(y, reference.run(model, x)[0], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", sorted(LOADERS))
@@ -363,6 +365,261 @@ def test_onnx_bytes_and_wrong_types():
         fastlstm.LSTM.from_onnx(12)
     with pytest.raises(ValueError, match=r"node='nope' is not an LSTM node"):
         fastlstm.LSTM.from_onnx(_onnx_model(), node="nope")
+
+
+# --- from_onnx: chains, folded weights, subgraphs, external data ----------------------------
+
+def _folded(edit):
+    """The folded-weights model of test_loaders_onnx_graphs, edited."""
+    model, _ = _folded_weights_model(False)
+    edit(model.graph)
+    return model
+
+
+def _lstm_input(graph, index, name):
+    graph.node[-1].input[index] = name
+
+
+def _insert(graph, *nodes, inits=()):
+    for node in reversed(nodes):
+        graph.node.insert(len(graph.node) - 1, node)
+    graph.initializer.extend(inits)
+
+
+def _int64(name, values):
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _broadcast_bomb(graph):
+    # (1, 2**20) + (2**20, 1) would be 2**40 floats: refused before the evaluator runs
+    _insert(graph, helper.make_node("Add", ["row", "col"], ["bomb"]),
+            inits=[numpy_helper.from_array(np.zeros((1, 1 << 20), np.float32), "row"),
+                   numpy_helper.from_array(np.zeros((1 << 20, 1), np.float32), "col")])
+    _lstm_input(graph, 1, "bomb")
+
+
+def _cycle(graph):
+    _insert(graph, helper.make_node("Identity", ["loop_b"], ["loop_a"]),
+            helper.make_node("Identity", ["loop_a"], ["loop_b"]))
+    _lstm_input(graph, 1, "loop_a")
+
+
+def _long_cone(graph):
+    names = ["W"] + [f"W_id{k}" for k in range(600)]
+    _insert(graph, *[helper.make_node("Identity", [a], [b]) for a, b in zip(names, names[1:])])
+    _lstm_input(graph, 1, names[-1])
+
+
+def _string_cone(graph):
+    _insert(graph, helper.make_node("Cast", ["W"], ["W_text"], to=TensorProto.STRING))
+    _lstm_input(graph, 1, "W_text")
+
+
+def _bad_gather(graph):
+    _insert(graph, helper.make_node("Gather", ["W", "far"], ["W_far"], axis=0),
+            inits=[_int64("far", [5])])
+    _lstm_input(graph, 1, "W_far")
+
+
+def _reshape_lies(graph):
+    _insert(graph, helper.make_node("Reshape", ["W", "lie"], ["W_lie"]),
+            inits=[_int64("lie", [1 << 40, 16, 3])])
+    _lstm_input(graph, 1, "W_lie")
+
+
+def _nested_ifs(depth):
+    """If nodes nested `depth` deep in their then branches (else: a leaf), no LSTM."""
+    leaf = helper.make_graph([helper.make_node("Constant", [], ["out"], value_floats=[1.0])],
+                             "leaf", [], [helper.make_tensor_value_info(
+                                 "out", TensorProto.FLOAT, [1])])
+    graph = leaf
+    for k in range(depth):
+        node = helper.make_node("If", ["cond"], ["out"], name=f"If_{k}", then_branch=graph,
+                                else_branch=leaf)
+        graph = helper.make_graph([node], f"g{k}", [], [helper.make_tensor_value_info(
+            "out", TensorProto.FLOAT, [1])])
+    graph.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
+CRAFTED_ONNX_GRAPHS = {
+    "broadcast_bomb": (lambda: _folded(_broadcast_bomb), r"cannot be folded: .*elements"),
+    "cone_cycle": (lambda: _folded(_cycle), r"W \('loop_a'\) is computed from constants but "
+                                            r"cannot be folded"),
+    "cone_too_long": (lambda: _folded(_long_cone), r"computed by more than 512 nodes"),
+    "cone_folds_to_strings": (lambda: _folded(_string_cone), r"cannot be folded|not a real"),
+    "cone_gather_out_of_range": (lambda: _folded(_bad_gather), r"cannot be folded"),
+    "cone_reshape_lies": (lambda: _folded(_reshape_lies), r"cannot be folded"),
+    "deeply_nested_ifs": (lambda: _nested_ifs(20), r"no LSTM node"),  # protobuf caps nesting
+    "chain_bridge_not_layout": (lambda: _chain_with(lambda g: g.node[1].CopyFrom(
+        helper.make_node("Relu", ["Y_0"], ["Yt_0"]))), r"do not form one chain"),
+    "chain_bridge_shape_lies": (lambda: _chain_with(lambda g: g.initializer.append(
+        _int64("shape_0", [1 << 40, -1, 8]))), r"do not form one chain"),
+    "chain_bridge_loops": (lambda: _chain_with(lambda g: g.node[1].input.__setitem__(
+        0, "X_1")), r"do not form one chain"),
+}
+
+
+def _chain_with(edit):
+    model = _chain_model("bidirectional", layers=2, seed=1)
+    graph = model.graph
+    names = {init.name for init in graph.initializer}
+    edit(graph)
+    seen = set()
+    unique = []
+    for init in reversed(list(graph.initializer)):  # a replaced initializer: the last wins
+        if init.name not in seen:
+            seen.add(init.name)
+            unique.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(reversed(unique))
+    assert names <= seen
+    return model
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_ONNX_GRAPHS))
+def test_crafted_onnx_graphs(case):
+    make, pattern = CRAFTED_ONNX_GRAPHS[case]
+    with pytest.raises(ValueError, match=pattern):
+        fastlstm.LSTM.from_onnx(make())
+
+
+def _external_model(tmp_path, edit=None):
+    model = _chain_model("bidirectional", layers=2, seed=2)
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.data", size_threshold=64)
+    if edit is not None:
+        model = onnx.load(str(path), load_external_data=False)
+        tensor = next(t for t in model.graph.initializer if t.name == "W_0")
+        entries = {e.key: e for e in tensor.external_data}
+        edit(tensor, entries)
+        path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _set_entry(key, value):
+    def edit(tensor, entries):
+        if key in entries:
+            entries[key].value = value
+        else:
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return edit
+
+
+EXTERNAL = {
+    "length_past_the_file": _set_entry("length", str(1 << 30)),
+    "offset_past_the_file": _set_entry("offset", str(1 << 30)),
+    "offset_not_a_number": _set_entry("offset", "twelve"),
+    "location_outside": _set_entry("location", "../../../../../../etc/passwd"),
+    "location_absolute": _set_entry("location", "/etc/passwd"),
+    "location_missing": _set_entry("location", "no_such.data"),
+    "dims_larger_than_data": lambda tensor, entries: tensor.dims.__setitem__(2, 1 << 20),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXTERNAL))
+def test_crafted_external_data(tmp_path, case):
+    path = _external_model(tmp_path, EXTERNAL[case])
+    with pytest.raises(ValueError, match=r"external data cannot be read|declares shape|"
+                                         r"do not agree|not a readable"):
+        fastlstm.LSTM.from_onnx(str(path), node=["lstm_0", "lstm_1"])
+
+
+def test_fuzz_onnx_graphs(tmp_path):
+    """Structured fuzz of the new ONNX paths: a chain (bridge ops, their constants), a folded
+    cone and an external-data file, with one node input, integer constant or data byte range
+    replaced at random."""
+    ext_path = _external_model(tmp_path)
+    ext_data = (tmp_path / "ext.data").read_bytes()
+
+    @FUZZ
+    @given(st.data())
+    def run(data):
+        which = data.draw(st.sampled_from(["chain", "folded", "external"]))
+        if which == "external":
+            (tmp_path / "ext.data").write_bytes(_mutate(ext_data, data.draw(_mutations())))
+            source = str(ext_path)
+        else:
+            source = _chain_model("bidirectional", layers=2, seed=1) if which == "chain" \
+                else _folded_weights_model(True)[0]
+            graph = source.graph
+            if data.draw(st.booleans()):
+                ints = [t for t in graph.initializer if t.data_type == TensorProto.INT64]
+                ints += [a.t for n in graph.node if n.op_type == "Constant"
+                         for a in n.attribute if a.name == "value"]
+                target = data.draw(st.sampled_from(ints))
+                values = data.draw(st.lists(st.integers(-2**40, 2**40), min_size=0,
+                                            max_size=4))
+                target.CopyFrom(numpy_helper.from_array(np.array(values, np.int64),
+                                                        target.name))
+            else:
+                node = data.draw(st.sampled_from(list(graph.node)))
+                names = sorted({n for x in graph.node for n in x.output} |
+                               {t.name for t in graph.initializer} | {"X", ""})
+                if node.input:
+                    k = data.draw(st.integers(0, len(node.input) - 1))
+                    node.input[k] = data.draw(st.sampled_from(names))
+        try:
+            loaded = fastlstm.LSTM.from_onnx(source)
+        except CLEAN:
+            return
+        _exercise(loaded)
+
+    run()
+
+
+# --- from_tf1_checkpoint: damaged checkpoints ---------------------------------------------------
+
+TF1_PREFIX = DATA / "tiny_lstm.ckpt"
+TF1_PARTS = {"index": ".index", "data": ".data-00000-of-00001"}
+
+
+def _tf1_copy(tmp_path, part=None, content=None):
+    prefix = tmp_path / "model.ckpt"
+    for name, suffix in TF1_PARTS.items():
+        source = pathlib.Path(str(TF1_PREFIX) + suffix).read_bytes()
+        pathlib.Path(str(prefix) + suffix).write_bytes(content if name == part else source)
+    return prefix
+
+
+def test_tf1_checkpoint_valid_and_missing_parts(tmp_path):
+    prefix = _tf1_copy(tmp_path)
+    _exercise(fastlstm.LSTM.from_tf1_checkpoint(prefix))
+    _exercise(fastlstm.inspection.load_source(str(prefix)))
+    pathlib.Path(str(prefix) + TF1_PARTS["data"]).unlink()
+    with pytest.raises(ValueError, match=r"model.ckpt"):
+        fastlstm.LSTM.from_tf1_checkpoint(prefix)
+    pathlib.Path(str(prefix) + TF1_PARTS["index"]).unlink()
+    with pytest.raises(ValueError, match=r"model.ckpt.* does not exist"):
+        fastlstm.LSTM.from_tf1_checkpoint(prefix)
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN))
+@pytest.mark.parametrize("part", sorted(TF1_PARTS))
+def test_tf1_checkpoint_damaged(tmp_path, part, case):
+    valid = pathlib.Path(str(TF1_PREFIX) + TF1_PARTS[part]).read_bytes()
+    prefix = _tf1_copy(tmp_path, part, FOREIGN[case](valid))
+    with pytest.raises(ValueError, match=r"model.ckpt"):
+        fastlstm.LSTM.from_tf1_checkpoint(prefix)
+
+
+@pytest.mark.parametrize("part", sorted(TF1_PARTS))
+def test_fuzz_tf1_checkpoint(tmp_path, part):
+    valid = pathlib.Path(str(TF1_PREFIX) + TF1_PARTS[part]).read_bytes()
+
+    @FUZZ
+    @given(_mutations())
+    def run(m):
+        prefix = _tf1_copy(tmp_path, part, _mutate(valid, m))
+        try:
+            model = fastlstm.LSTM.from_tf1_checkpoint(prefix)
+        except CLEAN:
+            return
+        _exercise(model)
+
+    run()
 
 
 # --- from_keras: crafted files -------------------------------------------------------------

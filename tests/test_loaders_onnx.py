@@ -6,7 +6,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import fastlstm
-from fastlstm.loaders.onnx import OnnxLSTM
 
 TOL = 1e-5
 OPSET = 14  # the first opset with the LSTM `layout` attribute
@@ -160,16 +159,27 @@ def test_activation_defaults_are_onnx_defaults():
 
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("layout", [0, 1])
-def test_initial_state_initializers(direction, layout):
+def test_initial_state_initializers(direction, layout, tmp_path):
     D = 2 if direction == "bidirectional" else 1
     model, w = _node_model(direction, layout, init_state="initializer", seed=5)
     lstm = fastlstm.LSTM.from_onnx(model)
-    assert isinstance(lstm, OnnxLSTM)
+    assert type(lstm) is fastlstm.LSTM
+    assert [l.reverse for l in lstm.layers] == [direction == "reverse"]
     want = w["h0"] if layout == 0 else w["h0"].transpose(1, 0, 2)
-    np.testing.assert_allclose(lstm.onnx_initial_state[0], want, atol=1e-6)
+    np.testing.assert_allclose(lstm.initial_state[0], want, atol=1e-6)
     _compare(model, lstm, layout, np.array([5, 1, 3]), None, D)
-    with pytest.raises(ValueError, match="cannot be saved"):
-        lstm.save("never-written.npz")
+    # the held state and reverse layers are part of the model: a saved copy gives the bits
+    path = tmp_path / "held.npz"
+    lstm.save(path)
+    loaded = fastlstm.load(path)
+    np.testing.assert_array_equal(loaded.initial_state[0], lstm.initial_state[0])
+    x = np.random.default_rng(2).standard_normal((B, T, I) if layout else (T, B, I))
+    x = x.astype(np.float32)
+    for a, b in zip(lstm(x)[0], loaded(x)[0]):
+        np.testing.assert_array_equal(a, b)
+    # another batch needs a state of its own
+    with pytest.raises(ValueError, match=r"^x has batch 7 but the model's initial state"):
+        lstm(np.zeros((7, T, I) if layout else (T, 7, I), np.float32))
 
 
 def test_no_initial_state_and_no_bias_from_file(tmp_path):

@@ -214,7 +214,7 @@ def test_inspect(net, sources, kind):
     assert found[prefix + "rnn"].type == "nn.RNN" and not found[prefix + "rnn"].supported
     assert "encoder.rnn" in repr(fastlstm.inspect(source))
     # fastlstm.load-style dispatch with the listed name
-    model = fastlstm.loaders.load(source, prefix + "decoder")
+    model = fastlstm.inspection.load_source(source, prefix + "decoder")
     _check_lstm(model, net.decoder, batch_first=False, seed=2)
 
 

@@ -314,3 +314,58 @@ def test_models_are_immutable_after_construction():
     w = model.weights
     w["weight_ih_l0"] = np.zeros((16, 3), np.float32)
     assert model.weights["weight_ih_l0"].any()
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_reverse_layers_run_each_sequence_backward(batch_first):
+    """A reverse layer (an ONNX direction="reverse" node) is a core direction: each sequence's
+    valid steps, backward, each output at its own step. It equals the forward layer on each
+    sequence's valid part flipped, and the reference."""
+    from dataclasses import replace
+
+    fwd = fastlstm.LSTM(5, 7, num_layers=2, batch_first=batch_first, seed=3)
+    rev = fastlstm.LSTM.from_layers([replace(l, reverse=True) for l in fwd.layers],
+                                    batch_first=batch_first)
+    assert all(l.reverse for l in rev.layers) and "reverse=True" in repr(rev)
+    x = random_input(fwd, 4, 6, seed=2)
+    lengths = np.array([6, 0, 3, 1])
+    state = random_state(fwd, 4)
+    y, (h, c) = rev(x, state, lengths=lengths)
+    y_ref, (h_ref, c_ref) = reference.run(rev, x, state, lengths=lengths)
+    assert_close(y, y_ref)
+    assert_close(h, h_ref)
+    assert_close(c, c_ref)
+    xb = x if batch_first else x.transpose(1, 0, 2)
+    yb = y if batch_first else y.transpose(1, 0, 2)
+    for b, n in enumerate(lengths):
+        flipped = xb[b:b + 1, :n][:, ::-1]
+        one = flipped if batch_first else flipped.transpose(1, 0, 2)
+        y1, (h1, c1) = fwd(np.ascontiguousarray(one), (state[0][:, b:b + 1], state[1][:, b:b + 1]))
+        y1 = y1 if batch_first else y1.transpose(1, 0, 2)
+        assert_close(yb[b, :n], y1[0, ::-1])
+        assert_close(h[:, b], h1[:, 0])
+        assert not yb[b, n:].any()
+    with pytest.raises(ValueError, match=r"^stream\(\) needs a unidirectional model"):
+        rev.stream()
+    with pytest.raises(ValueError, match=r"^StreamPool needs a unidirectional model"):
+        fastlstm.StreamPool(rev)
+
+
+def test_held_initial_state_pickles_and_saves(tmp_path):
+    import pickle
+    from dataclasses import replace
+
+    base = fastlstm.LSTM(3, 4, num_layers=2, seed=1)
+    held = random_state(base, 2, seed=9)
+    model = fastlstm.LSTM.from_layers([replace(base.layers[0], reverse=True), base.layers[1]],
+                                      initial_state=held)
+    x = random_input(model, 2, 5)
+    y, _ = model(x)
+    assert_close(y, reference.run(model, x, held)[0])
+    np.testing.assert_array_equal(y, model(x, held)[0])
+    model.save(tmp_path / "m.npz")
+    for clone in (pickle.loads(pickle.dumps(model)), fastlstm.load(tmp_path / "m.npz")):
+        assert [l.reverse for l in clone.layers] == [True, False]
+        np.testing.assert_array_equal(clone.initial_state[0], held[0])
+        np.testing.assert_array_equal(clone(x)[0], y)
+    assert base.initial_state is None

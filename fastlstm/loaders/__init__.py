@@ -5,12 +5,14 @@ TorchScript), ``keras`` (Keras 3 and Keras 2 layers and saved files), ``tf1`` (t
 cell variables and checkpoints) and ``onnx`` (LSTM nodes and chains of them); the gate orders
 of all of them live in ``_layouts``. Each module has ``find(source)`` for
 ``fastlstm.inspect``. The public entry points are the ``from_*`` classmethods of
-``fastlstm.LSTM`` / ``fastlstm.LSTMCell``; ``load`` below picks one by the source's kind.
+``fastlstm.LSTM`` / ``fastlstm.LSTMCell``; ``fastlstm.inspection.load_source`` picks one by
+the source's kind (``kind_of``).
 
 A loader imports its framework only when it is handed that framework's object.
 """
 import importlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 
@@ -19,6 +21,9 @@ SELECTORS = {"torch": "module", "keras": "layer", "onnx": "node", "tf1": "scope"
 
 _SUFFIXES = {".onnx": "onnx", ".pt": "torch", ".pth": "torch", ".bin": "torch",
              ".safetensors": "torch", ".keras": "keras", ".h5": "keras", ".hdf5": "keras"}
+
+# a TF1 checkpoint's prefix has PREFIX.index and PREFIX.data-00000-of-00001 beside it
+_TF1_DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
 
 def kind_of(source):
@@ -35,7 +40,7 @@ def kind_of(source):
         suffix = os.path.splitext(path)[1].lower()
         if suffix in _SUFFIXES:
             return _SUFFIXES[suffix]
-        if suffix == ".index" or os.path.exists(path + ".index"):
+        if suffix == ".index" or os.path.exists(path + ".index") or _TF1_DATA.search(path):
             return "tf1"
         if not os.path.exists(path):
             raise ValueError(f"{path!r} does not exist")
@@ -67,14 +72,3 @@ def _is_keras_layer(source):
 
 def module_for(kind):
     return importlib.import_module(f"{__name__}.{kind}")
-
-
-def load(source, name=None):
-    """The model in ``source`` (see ``kind_of``), ``name`` picking one LSTM among several as
-    ``fastlstm.inspect`` lists them."""
-    from ..models import LSTM
-
-    kind = kind_of(source)
-    loader = getattr(LSTM, {"torch": "from_torch", "keras": "from_keras", "onnx": "from_onnx",
-                            "tf1": "from_tf1_checkpoint"}[kind])
-    return loader(source, **({SELECTORS[kind]: name} if name is not None else {}))

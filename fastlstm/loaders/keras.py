@@ -58,7 +58,7 @@ import numpy as np
 
 from .._checks import check_memory
 from .._spec import CellOptions, Layer, check_sizes, make_layer
-from ..inspection import Found
+from .found import Found
 from ._layouts import reorder_gates
 
 # Keras 3 activation name -> fastlstm spec, with Keras's own parameters.
@@ -957,7 +957,7 @@ def _found(desc):
 
 
 def find(source):
-    """The recurrent layers of ``source`` as ``fastlstm.inspection.Found`` entries (no
+    """The recurrent layers of ``source`` as ``fastlstm.loaders.found.Found`` entries (no
     weights are read)."""
     with _descriptions(source) as (descs, _):
         return [_found(d) for d in descs]

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._checks import check_bool
 from .._spec import CellOptions, check_sizes, make_layer
-from ..inspection import Found
+from .found import Found
 
 _LSTM_KEY = re.compile(r"^(.*?)(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 _CELL_KEY = re.compile(r"^(.*?)(weight_ih|weight_hh|bias_ih|bias_hh)$")
@@ -446,7 +446,7 @@ def cell_layer(source, *, module=None, prefix=None, trust_pickle=False):
 
 
 def find(source, *, trust_pickle=False):
-    """The recurrent modules of ``source`` as ``fastlstm.inspection.Found`` entries (sizes
+    """The recurrent modules of ``source`` as ``fastlstm.loaders.found.Found`` entries (sizes
     from the shapes alone: no tensor is read)."""
     found = []
     for e in _entries(_open(source, trust_pickle)):

@@ -64,6 +64,7 @@ def load(source, name=None):
     from ..models import LSTM
 
     kind = kind_of(source)
-    loader = {"torch": LSTM.from_torch, "keras": LSTM.from_keras, "onnx": LSTM.from_onnx,
-              "tf1": LSTM.from_tf1_checkpoint}[kind]
+    # By name, so that only the loader asked for needs to exist.
+    loader = getattr(LSTM, {"torch": "from_torch", "keras": "from_keras", "onnx": "from_onnx",
+                            "tf1": "from_tf1_checkpoint"}[kind])
     return loader(source, **({SELECTORS[kind]: name} if name is not None else {}))

@@ -40,6 +40,11 @@ SGEMM_TARGET_NOTE = ("the 90%-of-sgemm target is applied where the shape allows 
 
 
 class Settings:
+    """How hard a run measures. Quick mode is a smoke run (under a minute with every peer on
+    2 cores): every workload, peer and thread count, fewer rounds and shorter samples; the sgemm
+    rate once per thread count instead of again beside each workload, no AVX2-only sgemm rate,
+    and varlen's full-length baseline for fastlstm alone (its target is fastlstm's)."""
+
     def __init__(self, quick):
         self.quick = quick
         self.warmup = 1 if quick else 2
@@ -49,6 +54,9 @@ class Settings:
         self.idle_s = 0.02
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
+        self.sgemm_beside_each_workload = not quick
+        self.sgemm_avx2 = not quick
+        self.full_length_for_every_peer = not quick
 
 
 def sgemm_gflops(n=2048, repeats=3):
@@ -193,7 +201,8 @@ def run_workload(name, peers, settings, progress=print):
             entry["max_abs_diff_vs_fastlstm"] = _max_abs(out, fast_out)
             entry["flagged"] = not entry["max_abs_diff_vs_fastlstm"] <= AGREEMENT_TOLERANCE
             calls[(peer.name, "main")] = bound.call
-            if full_case is not None:
+            if full_case is not None and (settings.full_length_for_every_peer
+                                          or peer.name == "fastlstm"):
                 calls[(peer.name, "full")] = peer.build(full_case).call
             entry["status"] = "ok"
         except Exception as exc:  # a peer that fails is reported, and the run goes on
@@ -206,7 +215,8 @@ def run_workload(name, peers, settings, progress=print):
     cpu_share = OtherProcessesCpu()
     # The sgemm rate again, next to this workload's timings: on a shared machine the rate
     # at the start of the run can be far from the one the workload met.
-    result["sgemm_gflops"] = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
+    if settings.sgemm_beside_each_workload:
+        result["sgemm_gflops"] = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
     timings = time_interleaved(calls, settings)
     result["other_processes_cpu_fraction"] = cpu_share.fraction()
     for (peer_name, variant), t in timings.items():
@@ -287,6 +297,7 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
     peer_names = list(PEERS) if peer_names is None else ["fastlstm"] + [
         n for n in peer_names if n != "fastlstm"]
     peers, peer_info = [], {}
+    progress(f"threads={threads}: setting up {', '.join(peer_names)}")
     for name in peer_names:
         if name not in PEERS:
             raise ValueError(f"unknown peer {name!r}; expected one of {', '.join(PEERS)}")
@@ -306,18 +317,20 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
              + ", ".join(f"{n} ({i['status']})" for n, i in peer_info.items()))
     cpu_share = OtherProcessesCpu()
     sgemm = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
-    sgemm_avx2 = sgemm_gflops_avx2(threads, settings.sgemm_n, settings.sgemm_repeats)
+    sgemm_avx2 = (sgemm_gflops_avx2(threads, settings.sgemm_n, settings.sgemm_repeats)
+                  if settings.sgemm_avx2 else None)
     progress(f"  sgemm {settings.sgemm_n}^3 float32: {sgemm:.1f} GFLOP/s"
              + (f" (AVX2 kernels only: {sgemm_avx2:.1f})" if sgemm_avx2 else ""))
     run = {"threads": threads, "sgemm_gflops": sgemm, "sgemm_avx2_gflops": sgemm_avx2,
            "other_processes_cpu_fraction": None, "blas_thread_control": blas_control,
            "settings": dict(vars(settings)), "peers": peer_info,
            "fastlstm_config": _fastlstm_config(), "workloads": []}
-    for name in workloads:
+    for i, name in enumerate(workloads, 1):
         run["in_progress"] = name if isinstance(name, str) else name.name
         run["other_processes_cpu_fraction"] = cpu_share.fraction()
         checkpoint(run)
-        res = run_workload(name, peers, settings, progress)
+        res = run_workload(name, peers, settings,
+                           lambda msg, i=i: progress(f"  {i}/{len(workloads)} {msg.lstrip()}"))
         for pname, info in peer_info.items():
             if info["status"] != "ok":
                 res["peers"][pname] = dict(info)

@@ -6,7 +6,11 @@ Each loader module has a ``find(source)`` that lists its framework's LSTMs as ``
 entries without building a model; ``fastlstm.loaders.kind_of`` says which loader a source
 belongs to.
 """
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,26 +25,28 @@ class Found:
     num_layers: int = 1
     bidirectional: bool = False
     proj_size: int = 0
-    options: dict = field(default_factory=dict)   # what else differs from the defaults
+    options: dict[str, Any] = field(default_factory=dict)   # what else differs from the defaults
     reason: str = ""        # why fastlstm cannot load it ("" when it can)
 
     @property
-    def supported(self):
+    def supported(self) -> bool:
         return not self.reason
 
 
 _COLUMNS = ("name", "type", "input", "hidden", "layers", "directions", "proj", "notes")
 
 
-class Inventory(tuple):
+class Inventory(tuple[Found, ...]):
     """The ``Found`` entries of one source; its repr reads as a table."""
 
-    def __new__(cls, entries, source=""):
+    source: str
+
+    def __new__(cls, entries: Iterable[Found], source: str = "") -> Inventory:
         self = super().__new__(cls, entries)
         self.source = source
         return self
 
-    def rows(self):
+    def rows(self) -> Iterator[tuple[str, ...]]:
         for f in self:
             notes = f.reason and f"not supported: {f.reason}" or ", ".join(
                 f"{k}={v}" for k, v in f.options.items())
@@ -48,7 +54,7 @@ class Inventory(tuple):
                    str(f.num_layers), "2" if f.bidirectional else "1", str(f.proj_size or "-"),
                    notes)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         rows = [_COLUMNS] + list(self.rows())
         if len(rows) == 1:
             return f"{self.source}: no LSTM found"
@@ -60,7 +66,7 @@ class Inventory(tuple):
     __str__ = __repr__
 
 
-def inspect(source):
+def inspect(source: Any) -> Inventory:
     """The LSTMs found in ``source`` (any source a ``from_*`` loader takes) as an
     ``Inventory``; see the module docstring."""
     from . import loaders

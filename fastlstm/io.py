@@ -22,6 +22,8 @@ finiteness and the digest) before it builds the model; any problem is a ``ValueE
 names the file and says what is wrong. The file is written to a temporary name and renamed
 over ``path``, so an interrupted save never leaves a half-written file under ``path``.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -29,11 +31,16 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib import format as npformat
 
 from ._spec import CellOptions, Layer, check_sizes, make_layer
+from ._typing import PathLike
+
+if TYPE_CHECKING:
+    from .models import LSTM, LSTMCell
 
 FORMAT = "fastlstm"
 VERSION = 1
@@ -48,7 +55,7 @@ def _digest(weights):
     return h.hexdigest()
 
 
-def save(model, path):
+def save(model: LSTM | LSTMCell, path: PathLike) -> None:
     """Write ``model`` (an LSTM or LSTMCell) to ``path`` exactly (no suffix is added)."""
     from .models import LSTM, LSTMCell
 
@@ -172,7 +179,7 @@ def _check_members(shown):
                                f"bytes")
 
 
-def load(path):
+def load(path: PathLike) -> LSTM | LSTMCell:
     """Read a model written by ``save``: an LSTM or an LSTMCell, as it was saved."""
     from .models import LSTM, LSTMCell
 

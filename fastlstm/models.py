@@ -5,7 +5,11 @@ Models are immutable: weights are read-only float32 arrays and every call has sc
 of its own (kept by the model for later calls, never shared by two at once), so one model can
 serve any number of threads and any batch size.
 """
+from __future__ import annotations
+
 import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +17,14 @@ from . import _core, runtime
 from ._checks import (MAX_INDEX, check_bool, check_int, check_memory, check_shape,
                       float_array, lengths_array)
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
+from ._typing import Array, ArrayLike, CellState, PathLike, State, StateArray
+
+if TYPE_CHECKING:
+    from .streams import Stream
+
+# An activation: a name ("tanh", "hard_sigmoid", ...) or (name, alpha, beta) as fastlstm.activations
+# takes them.
+Activation = Any
 
 
 def _kernel(layer, params):
@@ -90,23 +102,23 @@ class _Stack:
 
     # sizes -----------------------------------------------------------------------------
     @property
-    def input_size(self):
+    def input_size(self) -> int:
         return self._layers[0].input_size
 
     @property
-    def hidden_size(self):
+    def hidden_size(self) -> int:
         return self._layers[-1].hidden_size
 
     @property
-    def proj_size(self):
+    def proj_size(self) -> int:
         return self._layers[-1].options.proj_size
 
     @property
-    def output_size(self):
+    def output_size(self) -> int:
         return self._layers[-1].output_size
 
     @property
-    def num_directions(self):
+    def num_directions(self) -> int:
         return 2 if self._bidirectional else 1
 
     # states -------------------------------------------------------------------------
@@ -299,10 +311,12 @@ class _Stack:
 class LSTMCell(_Stack):
     """One LSTM cell: ``y, (h, c) = cell(x_t, state)`` with x_t of shape (batch, input_size)."""
 
-    def __init__(self, input_size, hidden_size, *, proj_size=0, forget_bias=0.0,
-                 activation="tanh", recurrent_activation="sigmoid", output_activation=None,
-                 peepholes=False, cell_clip=None, gate_clip=None, proj_clip=None,
-                 input_forget=False, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, *, proj_size: int = 0, forget_bias: float = 0.0,
+                 activation: Activation = "tanh", recurrent_activation: Activation = "sigmoid",
+                 output_activation: Activation | None = None, peepholes: bool = False,
+                 cell_clip: float | None = None, gate_clip: float | None = None,
+                 proj_clip: float | None = None, input_forget: bool = False,
+                 seed: int | None = None) -> None:
         input_size, hidden_size = check_sizes(input_size, hidden_size)
         opts = _cell_options(hidden_size, dict(
             proj_size=proj_size, forget_bias=forget_bias, activation=activation,
@@ -322,7 +336,8 @@ class LSTMCell(_Stack):
         return self
 
     @classmethod
-    def from_weights(cls, weights, *, input_size=None, hidden_size=None, **options):
+    def from_weights(cls, weights: Mapping[str, ArrayLike], *, input_size: int | None = None,
+                     hidden_size: int | None = None, **options: Any) -> LSTMCell:
         """A cell from a dict in ``cell.weights``' names (``weight_ih``, ...)."""
         if not hasattr(weights, "keys"):
             raise TypeError(f"weights must be a mapping of names (weight_ih, weight_hh, "
@@ -337,15 +352,16 @@ class LSTMCell(_Stack):
         return cls._from_layer(make_layer(input_size, hidden_size, opts, [dict(weights)]))
 
     @classmethod
-    def from_torch(cls, cell):
+    def from_torch(cls, cell: Any) -> LSTMCell:
         """A cell from a ``torch.nn.LSTMCell`` or its state dict (tensors or NumPy arrays)."""
         from .loaders import torch as torch_loader
 
         return cls._from_layer(torch_loader.cell_layer(cell))
 
     @classmethod
-    def from_tf1(cls, variables, *, forget_bias=1.0, cell_clip=None, proj_clip=None,
-                 activation="tanh"):
+    def from_tf1(cls, variables: Mapping[str, ArrayLike], *, forget_bias: float = 1.0,
+                 cell_clip: float | None = None, proj_clip: float | None = None,
+                 activation: Activation = "tanh") -> LSTMCell:
         """A cell from the variables of a ``tf.compat.v1`` ``BasicLSTMCell`` / ``LSTMCell``;
         see ``fastlstm.loaders.tf1``."""
         from .loaders import tf1
@@ -354,26 +370,27 @@ class LSTMCell(_Stack):
                                               cell_clip=cell_clip, proj_clip=proj_clip,
                                               activation=activation))
 
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the cell to ``path`` (a documented .npz, see ``fastlstm.io``)."""
         from . import io
 
         io.save(self, path)
 
     @property
-    def options(self):
+    def options(self) -> CellOptions:
         return self._layers[0].options
 
     @property
-    def weights(self):
+    def weights(self) -> dict[str, Array]:
         return dict(self._weight_items(layer_suffix=False))
 
-    def zero_state(self, batch_size):
+    def zero_state(self, batch_size: int) -> CellState:
         batch_size = check_int(batch_size, "batch_size", minimum=0)
         hs, cs = self._zero_lists(batch_size)
         return hs[0], cs[0]
 
-    def __call__(self, x_t, state=None):
+    def __call__(self, x_t: ArrayLike,
+                 state: Sequence[ArrayLike] | None = None) -> tuple[Array, CellState]:
         x = float_array(x_t, "x_t")
         check_shape(x, "x_t", (None, self.input_size), "(batch, input_size)")
         B = x.shape[0]
@@ -399,10 +416,13 @@ class LSTMCell(_Stack):
 class LSTM(_Stack):
     """A stack of LSTM layers, optionally bidirectional; see the README for the conventions."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
-                 batch_first=True, proj_size=0, forget_bias=0.0, activation="tanh",
-                 recurrent_activation="sigmoid", output_activation=None, peepholes=False,
-                 cell_clip=None, gate_clip=None, proj_clip=None, input_forget=False, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bidirectional: bool = False, batch_first: bool = True, proj_size: int = 0, forget_bias: float = 0.0,
+                 activation: Activation = "tanh", recurrent_activation: Activation = "sigmoid",
+                 output_activation: Activation | None = None, peepholes: bool = False,
+                 cell_clip: float | None = None, gate_clip: float | None = None,
+                 proj_clip: float | None = None, input_forget: bool = False,
+                 seed: int | None = None) -> None:
         input_size, hidden_size = check_sizes(input_size, hidden_size)
         num_layers = check_int(num_layers, "num_layers", minimum=1, maximum=1024)
         bidirectional = check_bool(bidirectional, "bidirectional")
@@ -430,7 +450,8 @@ class LSTM(_Stack):
         return self
 
     @classmethod
-    def from_cells(cls, cells, bidirectional=False, batch_first=True):
+    def from_cells(cls, cells: Sequence[LSTMCell | tuple[LSTMCell, LSTMCell]],
+                   bidirectional: bool = False, batch_first: bool = True) -> LSTM:
         """Stack cells into layers; the cells keep their weights.
 
         Unidirectional: ``[cell_layer0, cell_layer1, ...]``. Bidirectional: one
@@ -461,7 +482,7 @@ class LSTM(_Stack):
         return cls._from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
-    def from_torch(cls, module_or_state_dict, **config):
+    def from_torch(cls, module_or_state_dict: Any, **config: Any) -> LSTM:
         """A model from a ``torch.nn.LSTM`` or its state dict; see ``fastlstm.loaders.torch``.
 
         A state dict (tensors or NumPy arrays) carries no ``batch_first``: pass it (default
@@ -474,8 +495,9 @@ class LSTM(_Stack):
         return cls._from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
-    def from_keras(cls, layer_or_path, *, layer=None, activation=None,
-                   recurrent_activation=None):
+    def from_keras(cls, layer_or_path: Any, *, layer: str | None = None,
+                   activation: Activation | None = None,
+                   recurrent_activation: Activation | None = None) -> LSTM:
         """A model from a Keras 3 LSTM layer, model or saved ``.keras`` / ``.weights.h5`` file.
 
         ``layer=`` names the layer when there are several; ``activation=`` /
@@ -491,39 +513,39 @@ class LSTM(_Stack):
         return cls._from_layers(layers, bidirectional=bidirectional, batch_first=True)
 
     @classmethod
-    def from_onnx(cls, path_or_model, node=None):
+    def from_onnx(cls, path_or_model: Any, node: str | Sequence[str] | None = None) -> LSTM:
         """A model from an ONNX ``LSTM`` node; see ``fastlstm.loaders.onnx`` for the layouts."""
         from .loaders import onnx as onnx_loader
 
         return onnx_loader.load(cls, path_or_model, node=node)
 
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the model to ``path`` (a documented .npz, see ``fastlstm.io``)."""
         from . import io
 
         io.save(self, path)
 
     @property
-    def num_layers(self):
+    def num_layers(self) -> int:
         return len(self._layers)
 
     @property
-    def bidirectional(self):
+    def bidirectional(self) -> bool:
         return self._bidirectional
 
     @property
-    def batch_first(self):
+    def batch_first(self) -> bool:
         return self._batch_first
 
     @property
-    def layer_options(self):
+    def layer_options(self) -> tuple[CellOptions, ...]:
         return tuple(l.options for l in self._layers)
 
     @property
-    def weights(self):
+    def weights(self) -> dict[str, Array]:
         return dict(self._weight_items(layer_suffix=True))
 
-    def zero_state(self, batch_size):
+    def zero_state(self, batch_size: int) -> State:
         batch_size = check_int(batch_size, "batch_size", minimum=0)
         return self._zero_state(batch_size)
 
@@ -533,7 +555,9 @@ class LSTM(_Stack):
         check_shape(x, name, (None, None, self.input_size), what)
         return x
 
-    def __call__(self, x, initial_state=None, lengths=None, return_sequences=True):
+    def __call__(self, x: ArrayLike, initial_state: Sequence[StateArray] | None = None,
+                 lengths: ArrayLike | None = None,
+                 return_sequences: bool = True) -> tuple[Array, State]:
         x = self._check_x(x)
         B, T = (x.shape[0], x.shape[1]) if self._batch_first else (x.shape[1], x.shape[0])
         return_sequences = check_bool(return_sequences, "return_sequences")
@@ -546,7 +570,8 @@ class LSTM(_Stack):
         y, hn, cn = self._run(x, h0, c0, lengths, return_sequences)
         return y, (hn, cn)
 
-    def stream(self, batch_size=1, state=None):
+    def stream(self, batch_size: int = 1,
+               state: Sequence[StateArray] | None = None) -> Stream:
         """A stateful stream over this model (unidirectional only); see fastlstm.Stream."""
         from .streams import Stream
 

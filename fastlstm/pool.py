@@ -13,13 +13,16 @@ closed by one thread is never stepped by another half-way. The native call runs 
 released, so other threads run Python (or other pools and models) while a step computes; for
 throughput from several cores, give each thread its own pool (they may share one model).
 """
+from __future__ import annotations
+
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
 from . import _core
 from ._checks import check_shape, float_array
+from ._typing import Array, ArrayLike, State, StateArray
 from .models import LSTMCell, _Stack
 
 _MIN_CAPACITY = 8  # slots allocated up front; the slabs double when more streams are open
@@ -38,7 +41,7 @@ class StreamPool:
     number of streams open at once and keep that size.
     """
 
-    def __init__(self, lstm):
+    def __init__(self, lstm: _Stack) -> None:
         if not isinstance(lstm, _Stack):
             raise TypeError(f"StreamPool needs a fastlstm.LSTM or LSTMCell, "
                             f"got {type(lstm).__name__}")
@@ -124,24 +127,24 @@ class StreamPool:
 
     # public API -------------------------------------------------------------------------
     @property
-    def model(self):
+    def model(self) -> _Stack:
         return self._model
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._slots)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         try:
             return key in self._slots
         except TypeError:
             return False
 
-    def keys(self):
+    def keys(self) -> list[Hashable]:
         """The keys of the open streams, in the order they were opened (a list copy)."""
         with self._lock:
             return list(self._slots)
 
-    def open(self, key, state=None):
+    def open(self, key: Hashable, state: Sequence[StateArray] | None = None) -> None:
         """Start stream `key` from zeros or from `state`: (h, c) for a batch of 1, shaped like
         the model's own states (an LSTM's h_n, c_n; an LSTMCell's (h, c))."""
         try:
@@ -164,7 +167,7 @@ class StreamPool:
                     c[slot] = c0[k][0]
             self._slots[key] = slot
 
-    def close(self, key):
+    def close(self, key: Hashable) -> State:
         """End stream `key`; return its final (h, c), shaped as open() takes a state."""
         with self._lock:
             slot = self._slot(key, "close")
@@ -173,12 +176,12 @@ class StreamPool:
             self._free.append(slot)
         return state
 
-    def state(self, key):
+    def state(self, key: Hashable) -> State:
         """Copies of stream `key`'s current (h, c), like close() returns, leaving it open."""
         with self._lock:
             return self._packed_state(self._slot(key, "state"))
 
-    def step(self, inputs):
+    def step(self, inputs: Mapping[Hashable, ArrayLike]) -> dict[Hashable, Array]:
         """Advance the streams named in `inputs` ({key: x_t}) by one step, as one batch.
 
         Streams not named keep their state. If any key or input is invalid, nothing moves.

@@ -25,6 +25,7 @@ depend on which: the core records its own use of a parallel region.
 import ctypes
 import os
 import threading
+from typing import Any, Dict
 
 from . import _core
 from ._checks import check_int
@@ -123,7 +124,7 @@ def _vendored(path):
 _openmp_path = _openmp_runtime()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Threads for fastlstm's kernels (1..256)."""
     global _num_threads
     n = check_int(n, "num_threads", minimum=1, maximum=MAX_THREADS)
@@ -131,7 +132,7 @@ def set_num_threads(n):
         _num_threads = 1 if _forked_after_parallel else n
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     return _num_threads
 
 
@@ -147,7 +148,7 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def config():
+def config() -> Dict[str, Any]:
     """The facts show_config prints, as a dict."""
     from . import __version__
 
@@ -173,7 +174,7 @@ def config():
     }
 
 
-def show_config():
+def show_config() -> Dict[str, Any]:
     """Print version, OpenMP, BLAS, SIMD and thread settings; return them as a dict."""
     cfg = config()
     runtime = "runtime not found"

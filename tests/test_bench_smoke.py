@@ -12,7 +12,8 @@ import pytest
 from fastlstm import _core
 from fastlstm.bench import report
 from fastlstm.bench.__main__ import main, parse_args
-from fastlstm.bench.harness import machine_info, run_threads
+from fastlstm.bench.harness import Settings, machine_info, run_threads, run_workload
+from fastlstm.bench.peers import PEERS
 from fastlstm.bench.workloads import Workload
 
 MINI = [
@@ -23,9 +24,16 @@ MINI = [
 
 
 def test_harness_on_miniature_workloads(tmp_path):
-    run = run_threads(1, MINI, ["numpy"], quick=True, progress=lambda msg: None, sgemm_n=128)
+    lines = []
+    run = run_threads(1, MINI, ["numpy"], quick=True, progress=lines.append, sgemm_n=128)
     assert run["threads"] == 1 and run["sgemm_gflops"] > 0
     assert [w["name"] for w in run["workloads"]] == ["mini_varlen", "mini_stream"]
+    # One progress line before the peers load, one after, the sgemm rate, one per workload.
+    assert lines[0] == "threads=1: setting up fastlstm, numpy"
+    assert [line.split()[:2] for line in lines[3:]] == [["1/2", "mini_varlen"], ["2/2", "mini_stream"]]
+    # Quick mode: the sgemm rate once per thread count, no AVX2-only rate.
+    assert run["sgemm_avx2_gflops"] is None
+    assert all("sgemm_gflops" not in w for w in run["workloads"])
     for w in run["workloads"]:
         assert w["error_vs_float64"] < 3e-7
         assert w["flops"] > 0
@@ -48,6 +56,23 @@ def test_harness_on_miniature_workloads(tmp_path):
     assert "mini_varlen" in text and "missing" in text
     json.loads(json.dumps(results, default=float))
     np.testing.assert_equal(report.markdown(results, summary_only=True).count("mini_"), 2)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_varlen_full_length_baseline(quick):
+    """varlen's time at full length: for every peer in full mode, for fastlstm alone (whose
+    target it is) in quick mode."""
+    tiny = Workload("varlen", batch=4, time=6, input_size=3, hidden_size=5, with_lengths=True)
+    settings = Settings(quick)
+    settings.sgemm_n = 64
+    peers = [PEERS["fastlstm"], PEERS["numpy"]]
+    for peer in peers:
+        peer.setup(1)
+    result = run_workload(tiny, peers, settings, progress=lambda msg: None)
+    fast, numpy_peer = result["peers"]["fastlstm"], result["peers"]["numpy"]
+    assert fast["full_length_time_s"] > 0 and 0 < fast["full_length_fraction"] < 10
+    assert ("full_length_time_s" in numpy_peer) is (not quick)
+    assert ("sgemm_gflops" in result) is (not quick)
 
 
 def test_isa_avx2_holds_fastlstm_pytorch_and_openblas(tmp_path):

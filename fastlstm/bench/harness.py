@@ -41,16 +41,19 @@ SGEMM_TARGET_NOTE = ("the 90%-of-sgemm target is applied where the shape allows 
 
 class Settings:
     """How hard a run measures. Quick mode is a smoke run (under a minute with every peer on
-    2 cores): every workload, peer and thread count, fewer rounds and shorter samples; the sgemm
-    rate once per thread count instead of again beside each workload, no AVX2-only sgemm rate,
-    and varlen's full-length baseline for fastlstm alone (its target is fastlstm's)."""
+    2 cores): every workload, peer and thread count, fewer rounds and shorter samples, a call's
+    length probed with up to 2 calls instead of 5, an untimed settling call only before samples
+    of calls under 5 ms; the sgemm rate once per thread count instead of again beside each
+    workload, no AVX2-only sgemm rate, and varlen's full-length baseline for fastlstm alone (its
+    target is fastlstm's)."""
 
     def __init__(self, quick):
         self.quick = quick
         self.warmup = 1 if quick else 2
         self.rounds = 3 if quick else 7
         self.min_sample_s = 0.005 if quick else 0.02
-        self.settle_s = 0.05
+        self.settle_s = 0.005 if quick else 0.05
+        self.probe_calls = 2 if quick else 5
         self.idle_s = 0.02
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
@@ -109,11 +112,11 @@ def time_interleaved(calls, settings):
     for k in keys:
         for _ in range(settings.warmup - 1):
             calls[k]()
-        # A call's length is the fastest of a few (up to 5, within 0.2 s): one call alone
+        # A call's length is the fastest of a few (up to probe_calls, within 0.2 s): one call alone
         # may have waited on a thread pool waking up (measured: a 9 us step once took 6.7 ms,
         # which left 3 calls a sample and samples at the mercy of the next wake-up).
         times = []
-        while len(times) < 5 and (not times or sum(times) < 0.2):
+        while len(times) < settings.probe_calls and (not times or sum(times) < 0.2):
             t0 = time.perf_counter()
             calls[k]()
             times.append(time.perf_counter() - t0)

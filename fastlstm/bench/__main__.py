@@ -57,7 +57,8 @@ def parse_args(argv, prog="python -m fastlstm.bench"):
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: fewer repeats, a shorter `large` (under a minute without peers)")
+                    help="smoke run: fewer rounds, a shorter `large`, the sgemm rate once (under a "
+                         "minute with every peer on 2 cores)")
     ap.add_argument("--threads", type=_threads, default=sorted({1, cores}),
                     help=f"comma-separated thread counts (default 1,{cores}: one and all cores)")
     ap.add_argument("--workloads", type=lambda s: _csv(s, list(WORKLOADS), "workload"),

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from fastlstm import _core
 from fastlstm.bench import report
 from fastlstm.bench.__main__ import main, parse_args
-from fastlstm.bench.harness import Settings, machine_info, run_threads, run_workload
+from fastlstm.bench.harness import (Settings, machine_info, run_threads, run_workload,
+                                     time_interleaved)
 from fastlstm.bench.peers import PEERS
 from fastlstm.bench.workloads import Workload
 
@@ -56,6 +58,20 @@ def test_harness_on_miniature_workloads(tmp_path):
     assert "mini_varlen" in text and "missing" in text
     json.loads(json.dumps(results, default=float))
     np.testing.assert_equal(report.markdown(results, summary_only=True).count("mini_"), 2)
+
+
+def test_quick_rounds_stop_at_their_budget():
+    """Quick mode starts no round once its rounds took rounds_budget_s (1 s)."""
+    settings = Settings(quick=True)
+    assert settings.rounds == 3 and settings.rounds_budget_s == 1.0
+    settings.idle_s, settings.rounds_budget_s = 0.0, 0.15
+    calls = {"slow": lambda: time.sleep(0.1), "fast": lambda: None}
+    timings = time_interleaved(calls, settings)
+    # 0.1 s a round: the second starts at 0.1 s, the third would start at 0.2 s
+    assert len(timings["slow"]["samples_s"]) == len(timings["fast"]["samples_s"]) == 2
+    assert timings["slow"]["median_s"] >= 0.099
+    settings.rounds_budget_s = None
+    assert len(time_interleaved({"fast": lambda: None}, settings)["fast"]["samples_s"]) == 3
 
 
 @pytest.mark.parametrize("quick", [True, False])

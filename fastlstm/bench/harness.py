@@ -41,11 +41,11 @@ SGEMM_TARGET_NOTE = ("the 90%-of-sgemm target is applied where the shape allows 
 
 class Settings:
     """How hard a run measures. Quick mode is a smoke run (under a minute with every peer on
-    2 cores): every workload, peer and thread count, fewer rounds and shorter samples, a call's
-    length probed with up to 2 calls instead of 5, an untimed settling call only before samples
-    of calls under 5 ms; the sgemm rate once per thread count instead of again beside each
-    workload, no AVX2-only sgemm rate, and varlen's full-length baseline for fastlstm alone (its
-    target is fastlstm's)."""
+    2 cores): every workload, peer and thread count, but fewer rounds (and none started after
+    1 s of rounds), shorter samples, a call's length probed with up to 2 calls instead of 5, an
+    untimed settling call only before samples of calls under 5 ms; the sgemm rate once per
+    thread count instead of again beside each workload, no AVX2-only sgemm rate, and varlen's
+    full-length baseline for fastlstm alone (its target is fastlstm's)."""
 
     def __init__(self, quick):
         self.quick = quick
@@ -54,6 +54,7 @@ class Settings:
         self.min_sample_s = 0.005 if quick else 0.02
         self.settle_s = 0.005 if quick else 0.05
         self.probe_calls = 2 if quick else 5
+        self.rounds_budget_s = 1.0 if quick else None
         self.idle_s = 0.02
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
@@ -103,9 +104,12 @@ def time_interleaved(calls, settings):
 
     Each round times every callable once, in an order rotated round by round; a sample is
     the mean over enough back-to-back calls to last ``min_sample_s``. A short call gets one
-    untimed call before its sample; every sample starts after ``idle_s`` of sleep. Both so that the previous peer's spinning worker threads
-    (OpenMP, ONNX Runtime's pool) have gone idle and the caches hold this peer's weights;
-    a call longer than ``settle_s`` settles within itself.
+    untimed call before its sample; every sample starts after ``idle_s`` of sleep. Both so that
+    the previous peer's spinning worker threads (OpenMP, ONNX Runtime's pool) have gone idle and
+    the caches hold this peer's weights;
+    a call longer than ``settle_s`` settles within itself. With ``rounds_budget_s`` set (quick
+    mode), no round starts once the rounds have taken that long: a loaded machine gets fewer
+    rounds (at least one), not a longer smoke run.
     """
     keys = list(calls)
     reps, settle = {}, {}
@@ -127,7 +131,11 @@ def time_interleaved(calls, settings):
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        started = time.perf_counter()
         for r in range(settings.rounds):
+            if (r and settings.rounds_budget_s is not None
+                    and time.perf_counter() - started > settings.rounds_budget_s):
+                break
             shift = r % len(keys)
             for k in keys[shift:] + keys[:shift]:
                 fn, n = calls[k], reps[k]

@@ -74,6 +74,24 @@ def test_quick_rounds_stop_at_their_budget():
     assert len(time_interleaved({"fast": lambda: None}, settings)["fast"]["samples_s"]) == 3
 
 
+def test_quick_probe_counts_the_call_already_made():
+    """A call already made (the agreement check's) is the first probe: a call known to take
+    0.5 s is not probed again, only timed in the 3 rounds; unknown, it is probed twice."""
+    settings = Settings(quick=True)
+    settings.idle_s = 0.0
+    made = []
+
+    def call():
+        made.append(1)
+        time.sleep(0.01)
+
+    time_interleaved({"peer": call}, settings, first_call_s={"peer": 0.5})
+    assert len(made) == 3
+    made.clear()
+    time_interleaved({"peer": call}, settings)
+    assert len(made) == 2 + 3
+
+
 @pytest.mark.parametrize("quick", [True, False])
 def test_varlen_full_length_baseline(quick):
     """varlen's time at full length: for every peer in full mode, for fastlstm alone (whose

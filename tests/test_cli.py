@@ -57,6 +57,13 @@ def test_info_prints_show_config(tmp_path):
     assert (cfg["openmp_runtime"] or "off (serial build)") in lines[1]
 
 
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"fastlstm {fastlstm.__version__}\n"
+
+
 def test_console_script_is_the_cli():
     (script,) = importlib.metadata.entry_points(group="console_scripts", name="fastlstm")
     assert script.load() is cli.main

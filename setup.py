@@ -5,7 +5,9 @@ the extension is built serially and a warning says so. The default build carries
 CPU-specific -m flags and no fast-math, so a wheel runs on any x86-64 or ARM CPU; the
 SIMD kernels are chosen at run time (csrc/fl_simd.c).
 """
+import glob
 import os
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -28,27 +30,42 @@ int main(void) {
 """
 
 
-def openmp_flags():
-    """Return (compile, link) flags for OpenMP, or ([], []) when it cannot be trusted."""
-    if os.environ.get("FASTLSTM_NO_OPENMP"):
-        return [], []
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    cc = cc.split()
+# Ways to ask for OpenMP, tried in order: GCC and LLVM clang take -fopenmp; Apple clang has no
+# runtime of its own and needs libomp's (Homebrew's or conda's) headers and library, found
+# through CFLAGS/LDFLAGS (see [tool.cibuildwheel.macos] in pyproject.toml).
+OPENMP_CANDIDATES = [(["-fopenmp"], ["-fopenmp"])]
+if sys.platform == "darwin":
+    OPENMP_CANDIDATES.append((["-Xpreprocessor", "-fopenmp"], ["-lomp"]))
+
+
+def _probe_openmp(cc, compile_flags, link_flags):
+    """Whether cc builds and runs the probe with these flags (CFLAGS/LDFLAGS included)."""
+    env_flags = shlex.split(os.environ.get("CFLAGS", "")) + shlex.split(os.environ.get("LDFLAGS", ""))
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
         exe = os.path.join(tmp, "probe")
         with open(src, "w") as fh:
             fh.write(OPENMP_PROBE)
         try:
-            subprocess.run(cc + ["-fopenmp", src, "-o", exe], check=True, capture_output=True)
+            subprocess.run(cc + compile_flags + [src, "-o", exe] + env_flags + link_flags,
+                           check=True, capture_output=True)
             out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout
         except (OSError, subprocess.CalledProcessError):
-            out = ""
-    if out.strip() != "1":
-        warnings.warn("fastlstm: the compiler cannot build and run OpenMP code; "
-                      "building the native core serially (one thread).")
+            return False
+    return out.strip() == "1"
+
+
+def openmp_flags():
+    """Return (compile, link) flags for OpenMP, or ([], []) when it cannot be trusted."""
+    if os.environ.get("FASTLSTM_NO_OPENMP"):
         return [], []
-    return ["-fopenmp"], ["-fopenmp"]
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    for compile_flags, link_flags in OPENMP_CANDIDATES:
+        if _probe_openmp(cc, compile_flags, link_flags):
+            return compile_flags, link_flags
+    warnings.warn("fastlstm: the compiler cannot build and run OpenMP code; "
+                  "building the native core serially (one thread).")
+    return [], []
 
 
 def extensions():
@@ -70,8 +87,9 @@ def extensions():
                   "wraparound": checks, "initializedcheck": checks}
     ext = Extension(
         "fastlstm._core",
-        sources=["fastlstm/_core.pyx"]
-        + sorted("csrc/" + name for name in os.listdir("csrc") if name.endswith(".c")),
+        # Every C file of csrc/ (the kernels are split by job; a new file needs no edit here).
+        sources=["fastlstm/_core.pyx"] + sorted(glob.glob(os.path.join("csrc", "*.c"))),
+        depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=extra_compile,

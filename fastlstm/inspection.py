@@ -6,7 +6,10 @@ Each loader module has a ``find(source)`` that lists its framework's LSTMs as ``
 entries without building a model; ``fastlstm.loaders.kind_of`` says which loader a source
 belongs to.
 """
+from __future__ import annotations
+
 import os
+from typing import Any
 
 from . import loaders
 from .loaders.found import Found, Inventory
@@ -15,7 +18,7 @@ from .models import LSTM
 __all__ = ["Found", "Inventory", "inspect", "load_source"]
 
 
-def inspect(source):
+def inspect(source: Any) -> Inventory:
     """The LSTMs found in ``source`` (any source a ``from_*`` loader takes) as an
     ``Inventory``; see the module docstring."""
     kind = loaders.kind_of(source)
@@ -25,7 +28,7 @@ def inspect(source):
     return Inventory(module.find(source), source=str(label))
 
 
-def load_source(source, name=None):
+def load_source(source: Any, name: str | None = None) -> LSTM:
     """The model in ``source`` (any source a ``from_*`` loader takes; see
     ``fastlstm.loaders.kind_of``), ``name`` picking one LSTM among several as ``inspect``
     lists them (its ``module=``, ``layer=``, ``node=`` or ``scope=``)."""

@@ -27,6 +27,8 @@ finiteness and the digest) before it builds the model; any problem is a ``ValueE
 names the file and says what is wrong. The file is written to a temporary name and renamed
 over ``path``, so an interrupted save never leaves a half-written file under ``path``.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -34,11 +36,16 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib import format as npformat
 
 from ._spec import CellOptions, Layer, check_sizes, make_layer
+from ._typing import PathLike
+
+if TYPE_CHECKING:
+    from .models import LSTM, LSTMCell
 
 FORMAT = "fastlstm"
 VERSION = 1
@@ -53,7 +60,7 @@ def _digest(weights):
     return h.hexdigest()
 
 
-def save(model, path):
+def save(model: LSTM | LSTMCell, path: PathLike) -> None:
     """Write ``model`` (an LSTM or LSTMCell) to ``path`` exactly (no suffix is added)."""
     kind = getattr(model, "file_kind", None)
     if kind == "LSTM":
@@ -208,7 +215,7 @@ def _check_members(shown):
                                f"bytes")
 
 
-def read(path):
+def read(path: PathLike) -> dict[str, Any]:
     """Read a file written by ``save`` into what the model is: a dict of ``kind`` ("LSTM" or
     "LSTMCell"), ``layers`` (``_spec.Layer``), ``bidirectional``, ``batch_first`` and
     ``initial_state`` (None, or the per-(layer, direction) h and c arrays);

@@ -6,6 +6,11 @@ Models are immutable: weights are read-only float32 arrays and every call has sc
 of its own (kept by the model for later calls, never shared by two at once), so one model can
 serve any number of threads and any batch size.
 """
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from . import io
@@ -13,6 +18,14 @@ from ._checks import (check_bool, check_int, check_memory, check_shape, float_ar
                       lengths_array)
 from ._engine import Engine
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
+from ._typing import Array, ArrayLike, CellState, PathLike, State, StateArray
+
+if TYPE_CHECKING:
+    from .streams import Stream
+
+# An activation: a name ("tanh", "hard_sigmoid", ...) or (name, alpha, beta) as fastlstm.activations
+# takes them.
+Activation = Any
 
 
 def _cell_options(hidden_size, kwargs):
@@ -68,23 +81,23 @@ class _Stack:
 
     # sizes -----------------------------------------------------------------------------
     @property
-    def input_size(self):
+    def input_size(self) -> int:
         return self._engine.input_size
 
     @property
-    def hidden_size(self):
+    def hidden_size(self) -> int:
         return self._engine.hidden_size
 
     @property
-    def proj_size(self):
+    def proj_size(self) -> int:
         return self._engine.layers[-1].options.proj_size
 
     @property
-    def output_size(self):
+    def output_size(self) -> int:
         return self._engine.output_size
 
     @property
-    def num_directions(self):
+    def num_directions(self) -> int:
         return self._engine.directions
 
     @property
@@ -155,10 +168,12 @@ class LSTMCell(_Stack):
     """One LSTM cell: ``y, (h, c) = cell(x_t, state)`` with x_t of shape (batch, input_size)."""
     file_kind = "LSTMCell"   # what fastlstm.io writes it as
 
-    def __init__(self, input_size, hidden_size, *, proj_size=0, forget_bias=0.0,
-                 activation="tanh", recurrent_activation="sigmoid", output_activation=None,
-                 peepholes=False, cell_clip=None, gate_clip=None, proj_clip=None,
-                 input_forget=False, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, *, proj_size: int = 0, forget_bias: float = 0.0,
+                 activation: Activation = "tanh", recurrent_activation: Activation = "sigmoid",
+                 output_activation: Activation | None = None, peepholes: bool = False,
+                 cell_clip: float | None = None, gate_clip: float | None = None,
+                 proj_clip: float | None = None, input_forget: bool = False,
+                 seed: int | None = None) -> None:
         input_size, hidden_size = check_sizes(input_size, hidden_size)
         opts = _cell_options(hidden_size, dict(
             proj_size=proj_size, forget_bias=forget_bias, activation=activation,
@@ -179,7 +194,8 @@ class LSTMCell(_Stack):
         return self
 
     @classmethod
-    def from_weights(cls, weights, *, input_size=None, hidden_size=None, **options):
+    def from_weights(cls, weights: Mapping[str, ArrayLike], *, input_size: int | None = None,
+                     hidden_size: int | None = None, **options: Any) -> LSTMCell:
         """A cell from a dict in ``cell.weights``' names (``weight_ih``, ...)."""
         if not hasattr(weights, "keys"):
             raise TypeError(f"weights must be a mapping of names (weight_ih, weight_hh, "
@@ -204,8 +220,9 @@ class LSTMCell(_Stack):
                                                       trust_pickle=trust_pickle))
 
     @classmethod
-    def from_tf1(cls, variables, *, forget_bias=1.0, cell_clip=None, proj_clip=None,
-                 activation="tanh"):
+    def from_tf1(cls, variables: Mapping[str, ArrayLike], *, forget_bias: float = 1.0,
+                 cell_clip: float | None = None, proj_clip: float | None = None,
+                 activation: Activation = "tanh") -> LSTMCell:
         """A cell from the variables of a ``tf.compat.v1`` ``BasicLSTMCell`` / ``LSTMCell``;
         see ``fastlstm.loaders.tf1``."""
         from .loaders import tf1
@@ -214,24 +231,25 @@ class LSTMCell(_Stack):
                                              cell_clip=cell_clip, proj_clip=proj_clip,
                                              activation=activation))
 
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the cell to ``path`` (a documented .npz, see ``fastlstm.io``)."""
         io.save(self, path)
 
     @property
-    def options(self):
+    def options(self) -> CellOptions:
         return self._engine.layers[0].options
 
     @property
-    def weights(self):
+    def weights(self) -> dict[str, Array]:
         return dict(self._weight_items(layer_suffix=False))
 
-    def zero_state(self, batch_size):
+    def zero_state(self, batch_size: int) -> CellState:
         batch_size = check_int(batch_size, "batch_size", minimum=0)
         hs, cs = self._engine.zero_lists(batch_size)
         return hs[0], cs[0]
 
-    def __call__(self, x_t, state=None):
+    def __call__(self, x_t: ArrayLike,
+                 state: Sequence[ArrayLike] | None = None) -> tuple[Array, CellState]:
         x = float_array(x_t, "x_t")
         check_shape(x, "x_t", (None, self.input_size), "(batch, input_size)")
         B = x.shape[0]
@@ -258,10 +276,13 @@ class LSTM(_Stack):
     """A stack of LSTM layers, optionally bidirectional; see the README for the conventions."""
     file_kind = "LSTM"       # what fastlstm.io writes it as
 
-    def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
-                 batch_first=True, proj_size=0, forget_bias=0.0, activation="tanh",
-                 recurrent_activation="sigmoid", output_activation=None, peepholes=False,
-                 cell_clip=None, gate_clip=None, proj_clip=None, input_forget=False, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bidirectional: bool = False, batch_first: bool = True, proj_size: int = 0, forget_bias: float = 0.0,
+                 activation: Activation = "tanh", recurrent_activation: Activation = "sigmoid",
+                 output_activation: Activation | None = None, peepholes: bool = False,
+                 cell_clip: float | None = None, gate_clip: float | None = None,
+                 proj_clip: float | None = None, input_forget: bool = False,
+                 seed: int | None = None) -> None:
         input_size, hidden_size = check_sizes(input_size, hidden_size)
         num_layers = check_int(num_layers, "num_layers", minimum=1, maximum=1024)
         bidirectional = check_bool(bidirectional, "bidirectional")
@@ -292,7 +313,8 @@ class LSTM(_Stack):
         return self
 
     @classmethod
-    def from_cells(cls, cells, bidirectional=False, batch_first=True):
+    def from_cells(cls, cells: Sequence[LSTMCell | tuple[LSTMCell, LSTMCell]],
+                   bidirectional: bool = False, batch_first: bool = True) -> LSTM:
         """Stack cells into layers; the cells keep their weights.
 
         Unidirectional: ``[cell_layer0, cell_layer1, ...]``. Bidirectional: one
@@ -343,8 +365,9 @@ class LSTM(_Stack):
         return cls.from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod
-    def from_keras(cls, layer_or_path, *, layer=None, activation=None,
-                   recurrent_activation=None):
+    def from_keras(cls, layer_or_path: Any, *, layer: str | None = None,
+                   activation: Activation | None = None,
+                   recurrent_activation: Activation | None = None) -> LSTM:
         """A model from a Keras LSTM: a Keras 3 or Keras 2 (``tf_keras``) ``LSTM``,
         ``RNN(LSTMCell)``, ``RNN(StackedRNNCells)``, ``Bidirectional`` or ``CuDNNLSTM`` layer or
         a model holding one; a ``.keras``, ``.weights.h5`` or legacy ``.h5`` file (full model or
@@ -387,35 +410,37 @@ class LSTM(_Stack):
                                                       forget_bias=forget_bias, **options)
         return cls.from_layers(layers, bidirectional=bidirectional, batch_first=True)
 
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the model to ``path`` (a documented .npz, see ``fastlstm.io``)."""
         io.save(self, path)
 
     @property
-    def num_layers(self):
+    def num_layers(self) -> int:
         return len(self._engine.layers)
 
     @property
-    def bidirectional(self):
+    def bidirectional(self) -> bool:
         return self._engine.bidirectional
 
     @property
-    def batch_first(self):
+    def batch_first(self) -> bool:
         return self._engine.batch_first
 
     @property
-    def layer_options(self):
+    def layer_options(self) -> tuple[CellOptions, ...]:
         return tuple(l.options for l in self._engine.layers)
 
     @property
-    def weights(self):
+    def weights(self) -> dict[str, Array]:
         return dict(self._weight_items(layer_suffix=True))
 
-    def zero_state(self, batch_size):
+    def zero_state(self, batch_size: int) -> State:
         batch_size = check_int(batch_size, "batch_size", minimum=0)
         return self._engine.zero_state(batch_size)
 
-    def __call__(self, x, initial_state=None, lengths=None, return_sequences=True):
+    def __call__(self, x: ArrayLike, initial_state: Sequence[StateArray] | None = None,
+                 lengths: ArrayLike | None = None,
+                 return_sequences: bool = True) -> tuple[Array, State]:
         x = self._engine.check_x(x)
         B, T = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
         return_sequences = check_bool(return_sequences, "return_sequences")
@@ -434,7 +459,8 @@ class LSTM(_Stack):
         y, hn, cn = self._engine.run(x, h0, c0, lengths, return_sequences)
         return y, (hn, cn)
 
-    def stream(self, batch_size=1, state=None):
+    def stream(self, batch_size: int = 1,
+               state: Sequence[StateArray] | None = None) -> Stream:
         """A stateful stream over this model (forward layers only); see fastlstm.Stream.
         It starts from ``state``, or zeros (pass ``state=lstm.initial_state`` to start from a
         state the model holds)."""

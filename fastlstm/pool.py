@@ -13,8 +13,10 @@ closed by one thread is never stepped by another half-way. The native call runs 
 released, so other threads run Python (or other pools and models) while a step computes; for
 throughput from several cores, give each thread its own pool (they may share one model).
 """
+from __future__ import annotations
+
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,7 +41,7 @@ class StreamPool:
     number of streams open at once and keep that size.
     """
 
-    def __init__(self, lstm):
+    def __init__(self, lstm: _Stack) -> None:
         if not isinstance(lstm, (LSTM, LSTMCell)):
             raise TypeError(f"StreamPool needs a fastlstm.LSTM or LSTMCell, "
                             f"got {type(lstm).__name__}")
@@ -125,7 +127,7 @@ class StreamPool:
 
     # public API -------------------------------------------------------------------------
     @property
-    def model(self):
+    def model(self) -> _Stack:
         return self._model
 
     def plan(self, n):
@@ -133,21 +135,21 @@ class StreamPool:
         for any call of the same work."""
         return self._engine.plan(n, 1, stepwise=True)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._slots)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         try:
             return key in self._slots
         except TypeError:
             return False
 
-    def keys(self):
+    def keys(self) -> list[Hashable]:
         """The keys of the open streams, in the order they were opened (a list copy)."""
         with self._lock:
             return list(self._slots)
 
-    def open(self, key, state=None):
+    def open(self, key: Hashable, state: Sequence[StateArray] | None = None) -> None:
         """Start stream `key` from zeros or from `state`: (h, c) for a batch of 1, shaped like
         the model's own states (an LSTM's h_n, c_n; an LSTMCell's (h, c))."""
         try:
@@ -170,7 +172,7 @@ class StreamPool:
                     c[slot] = c0[k][0]
             self._slots[key] = slot
 
-    def close(self, key):
+    def close(self, key: Hashable) -> State:
         """End stream `key`; return its final (h, c), shaped as open() takes a state."""
         with self._lock:
             slot = self._slot(key, "close")
@@ -179,12 +181,12 @@ class StreamPool:
             self._free.append(slot)
         return state
 
-    def state(self, key):
+    def state(self, key: Hashable) -> State:
         """Copies of stream `key`'s current (h, c), like close() returns, leaving it open."""
         with self._lock:
             return self._packed_state(self._slot(key, "state"))
 
-    def step(self, inputs):
+    def step(self, inputs: Mapping[Hashable, ArrayLike]) -> dict[Hashable, Array]:
         """Advance the streams named in `inputs` ({key: x_t}) by one step, as one batch.
 
         Streams not named keep their state. If any key or input is invalid, nothing moves.

@@ -14,10 +14,18 @@ parallel region runs fastlstm's kernels on one thread (``get_num_threads() == 1`
 ``set_num_threads`` cannot raise it there); a child forked before that keeps the parent's
 setting. OpenBLAS, where it is called, runs single-threaded inside fastlstm's calls, so its
 pool plays no part.
+
+The OpenMP runtime named by ``show_config`` is the file the core's own ``omp_get_max_threads``
+resolves to (``dladdr``), not whichever OpenMP library happens to be loaded (PyTorch and
+TensorFlow bring their own): the system's ``libgomp.so.1`` for a source build, the copy that
+``auditwheel repair`` vendors as ``fastlstm.libs/libgomp-<hash>.so.1`` for a manylinux wheel,
+and libomp (delocated into ``fastlstm/.dylibs``) for a macOS wheel. The fork rule above does not
+depend on which: the core records its own use of a parallel region.
 """
 import ctypes
 import os
 import threading
+from typing import Any, Dict
 
 from . import _core
 from ._checks import check_int
@@ -72,7 +80,51 @@ if _openblas is not None:
                                   ctypes.cast(_openblas[2], ctypes.c_void_p).value)
 
 
-def set_num_threads(n):
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _openmp_runtime():
+    """The path of the OpenMP runtime the native core calls, or None (a serial build, or no
+    dladdr on this platform)."""
+    try:
+        core = ctypes.CDLL(_core.__file__)
+        # Resolved through the core's own dependencies: its OpenMP, whatever else is loaded.
+        address = ctypes.cast(core.omp_get_max_threads, ctypes.c_void_p).value
+        dladdr = ctypes.CDLL(None).dladdr
+    except (OSError, AttributeError):
+        return None
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    info = _DlInfo()
+    if not dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.realpath(os.fsdecode(info.dli_fname))
+
+
+def _runtime_family(path):
+    name = os.path.basename(path or "").lower()
+    if "gomp" in name:
+        return "GNU libgomp"
+    if "iomp" in name:
+        return "Intel OpenMP"
+    if "omp" in name:
+        return "LLVM libomp"
+    return None
+
+
+def _vendored(path):
+    """Whether the runtime is the wheel's own copy (auditwheel's fastlstm.libs/, delocate's
+    fastlstm/.dylibs/) rather than the system's."""
+    package = os.path.dirname(os.path.abspath(_core.__file__))
+    return path is not None and os.path.dirname(path) in (
+        os.path.join(os.path.dirname(package), "fastlstm.libs"), os.path.join(package, ".dylibs"))
+
+
+_openmp_path = _openmp_runtime()
+
+
+def set_num_threads(n: int) -> None:
     """Threads for fastlstm's kernels (1..256)."""
     global _num_threads
     n = check_int(n, "num_threads", minimum=1, maximum=MAX_THREADS)
@@ -80,7 +132,7 @@ def set_num_threads(n):
         _num_threads = 1 if _forked_after_parallel else n
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     return _num_threads
 
 
@@ -96,7 +148,7 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def config():
+def config() -> Dict[str, Any]:
     """The facts show_config prints, as a dict."""
     from . import __version__
 
@@ -110,8 +162,9 @@ def config():
         "version": __version__,
         "openmp": facts["openmp"],
         "openmp_version": facts["openmp_version"],
-        "openmp_runtime": next((p for p in _loaded_libraries("omp") if "gomp" in p or "libomp" in p
-                                or "iomp" in p), None),
+        "openmp_runtime": _openmp_path,
+        "openmp_runtime_family": _runtime_family(_openmp_path),
+        "openmp_runtime_vendored": _vendored(_openmp_path),
         "threads": _num_threads,
         "forked_child_single_thread": _forked_after_parallel,
         "blas": blas,
@@ -121,11 +174,15 @@ def config():
     }
 
 
-def show_config():
+def show_config() -> Dict[str, Any]:
     """Print version, OpenMP, BLAS, SIMD and thread settings; return them as a dict."""
     cfg = config()
-    omp = (f"on (OpenMP {cfg['openmp_version']}, {cfg['openmp_runtime'] or 'runtime not found'})"
-           if cfg["openmp"] else "off (serial build)")
+    runtime = "runtime not found"
+    if cfg["openmp_runtime"]:
+        runtime = (f"{cfg['openmp_runtime_family'] or 'runtime'} "
+                   + ("vendored in the wheel, " if cfg["openmp_runtime_vendored"] else "")
+                   + cfg["openmp_runtime"])
+    omp = f"on (OpenMP {cfg['openmp_version']}, {runtime})" if cfg["openmp"] else "off (serial build)"
     print(f"fastlstm {cfg['version']}")
     print(f"  OpenMP:  {omp}")
     print(f"  threads: {cfg['threads']} (fastlstm's OpenMP threads"

@@ -5,16 +5,25 @@ The batch size of a stream is fixed until ``reset(batch_size=...)``; for sequenc
 and stop independently, use ``fastlstm.StreamPool``. A stream may be used from several
 threads; calls on one stream are serialised by a lock.
 """
+from __future__ import annotations
+
 import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._checks import check_int, check_shape, float_array, lengths_array
+from ._typing import Array, ArrayLike, State, StateArray
 from .runtime import get_num_threads as _num_threads
+
+if TYPE_CHECKING:
+    from .models import LSTM
 
 
 class Stream:
-    def __init__(self, model, batch_size=1, state=None):
+    def __init__(self, model: LSTM, batch_size: int = 1,
+                 state: Sequence[StateArray] | None = None) -> None:
         if not model.engine.steps_forward:
             raise ValueError("stream() needs a unidirectional model: a bidirectional or "
                              "reverse layer reads the future, so it cannot run step by step")
@@ -26,7 +35,7 @@ class Stream:
         self.reset(state=state, batch_size=batch_size)
 
     @property
-    def batch_size(self):
+    def batch_size(self) -> int:
         return self._batch
 
     @property
@@ -36,12 +45,13 @@ class Stream:
         return self._stepper.plan
 
     @property
-    def state(self):
+    def state(self) -> State:
         """Copies of the current (h, c), shaped like the model's h_n, c_n."""
         with self._lock:
             return self._engine.pack([h.copy() for h in self._h], [c.copy() for c in self._c])
 
-    def reset(self, state=None, batch_size=None):
+    def reset(self, state: Sequence[StateArray] | None = None,
+              batch_size: int | None = None) -> None:
         """Start over: zeros (for ``batch_size`` or the current one), or a custom state."""
         engine = self._engine
         if state is None:
@@ -75,7 +85,7 @@ class Stream:
             f"reset(batch_size={got}) to start new sequences, or use fastlstm.StreamPool for "
             f"streams that join and leave")
 
-    def step(self, x_t):
+    def step(self, x_t: ArrayLike) -> Array:
         """One time step: x_t (batch, input_size) -> y_t (batch, output_size)."""
         # the lock's methods and the stepper's step are looked up once (at reset): with the
         # weights streaming past every step, each lookup here is a cache miss or two
@@ -98,7 +108,7 @@ class Stream:
                 self._step = self._stepper.step
             return self._step(np.ascontiguousarray(x_t), threads)
 
-    def feed(self, x_chunk, lengths=None):
+    def feed(self, x_chunk: ArrayLike, lengths: ArrayLike | None = None) -> Array:
         """A chunk of steps, laid out like the model's input ((batch, time, input) by default).
         With ``lengths``, sequence b advances only ``lengths[b]`` steps of this chunk."""
         model = self._model

@@ -26,13 +26,23 @@ def defined_in(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
+def runtime_nodes(tree):
+    """Every node of a module but those under ``if TYPE_CHECKING:`` (imports for annotations,
+    which never run)."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return [n for n in ast.walk(tree) if id(n) not in skip]
+
+
 def imports_of(path):
-    """Every fastlstm module that ``path`` imports, at any depth of its code."""
+    """Every fastlstm module that ``path`` imports when it runs, at any depth of its code."""
     tree = ast.parse(path.read_text(), str(path))
     here = module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = set()
-    for node in ast.walk(tree):
+    for node in runtime_nodes(tree):
         if isinstance(node, ast.ImportFrom):
             base = package
             for _ in range(node.level - 1):

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from fastlstm import _core
 from fastlstm.bench import report
 from fastlstm.bench.__main__ import main, parse_args
-from fastlstm.bench.harness import machine_info, run_threads
+from fastlstm.bench.harness import (Settings, machine_info, run_threads, run_workload,
+                                     time_interleaved)
+from fastlstm.bench.peers import PEERS
 from fastlstm.bench.workloads import Workload
 
 MINI = [
@@ -23,9 +26,16 @@ MINI = [
 
 
 def test_harness_on_miniature_workloads(tmp_path):
-    run = run_threads(1, MINI, ["numpy"], quick=True, progress=lambda msg: None, sgemm_n=128)
+    lines = []
+    run = run_threads(1, MINI, ["numpy"], quick=True, progress=lines.append, sgemm_n=128)
     assert run["threads"] == 1 and run["sgemm_gflops"] > 0
     assert [w["name"] for w in run["workloads"]] == ["mini_varlen", "mini_stream"]
+    # One progress line before the peers load, one after, the sgemm rate, one per workload.
+    assert lines[0] == "threads=1: setting up fastlstm, numpy"
+    assert [line.split()[:2] for line in lines[3:]] == [["1/2", "mini_varlen"], ["2/2", "mini_stream"]]
+    # Quick mode: the sgemm rate once per thread count, no AVX2-only rate.
+    assert run["sgemm_avx2_gflops"] is None
+    assert all("sgemm_gflops" not in w for w in run["workloads"])
     for w in run["workloads"]:
         assert w["error_vs_float64"] < 3e-7
         assert w["flops"] > 0
@@ -48,6 +58,55 @@ def test_harness_on_miniature_workloads(tmp_path):
     assert "mini_varlen" in text and "missing" in text
     json.loads(json.dumps(results, default=float))
     np.testing.assert_equal(report.markdown(results, summary_only=True).count("mini_"), 2)
+
+
+def test_quick_rounds_stop_at_their_budget():
+    """Quick mode starts no round once its rounds took rounds_budget_s (1 s)."""
+    settings = Settings(quick=True)
+    assert settings.rounds == 3 and settings.rounds_budget_s == 1.0
+    settings.idle_s, settings.rounds_budget_s = 0.0, 0.15
+    calls = {"slow": lambda: time.sleep(0.1), "fast": lambda: None}
+    timings = time_interleaved(calls, settings)
+    # 0.1 s a round: the second starts at 0.1 s, the third would start at 0.2 s
+    assert len(timings["slow"]["samples_s"]) == len(timings["fast"]["samples_s"]) == 2
+    assert timings["slow"]["median_s"] >= 0.099
+    settings.rounds_budget_s = None
+    assert len(time_interleaved({"fast": lambda: None}, settings)["fast"]["samples_s"]) == 3
+
+
+def test_quick_probe_counts_the_call_already_made():
+    """A call already made (the agreement check's) is the first probe: a call known to take
+    0.5 s is not probed again, only timed in the 3 rounds; unknown, it is probed twice."""
+    settings = Settings(quick=True)
+    settings.idle_s = 0.0
+    made = []
+
+    def call():
+        made.append(1)
+        time.sleep(0.01)
+
+    time_interleaved({"peer": call}, settings, first_call_s={"peer": 0.5})
+    assert len(made) == 3
+    made.clear()
+    time_interleaved({"peer": call}, settings)
+    assert len(made) == 2 + 3
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_varlen_full_length_baseline(quick):
+    """varlen's time at full length: for every peer in full mode, for fastlstm alone (whose
+    target it is) in quick mode."""
+    tiny = Workload("varlen", batch=4, time=6, input_size=3, hidden_size=5, with_lengths=True)
+    settings = Settings(quick)
+    settings.sgemm_n = 64
+    peers = [PEERS["fastlstm"], PEERS["numpy"]]
+    for peer in peers:
+        peer.setup(1)
+    result = run_workload(tiny, peers, settings, progress=lambda msg: None)
+    fast, numpy_peer = result["peers"]["fastlstm"], result["peers"]["numpy"]
+    assert fast["full_length_time_s"] > 0 and 0 < fast["full_length_fraction"] < 10
+    assert ("full_length_time_s" in numpy_peer) is (not quick)
+    assert ("sgemm_gflops" in result) is (not quick)
 
 
 def test_isa_avx2_holds_fastlstm_pytorch_and_openblas(tmp_path):

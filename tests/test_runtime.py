@@ -1,4 +1,7 @@
 """Threads: settings, validation, and bitwise-identical results for 1 and N threads."""
+import glob
+import os
+
 import numpy as np
 import pytest
 
@@ -44,6 +47,28 @@ def test_show_config_reports_the_runtime(capsys):
     assert cfg["version"] == fastlstm.__version__ in out
     assert "OpenMP" in out and "BLAS" in out and "SIMD" in out
     assert cfg["threads"] == fastlstm.get_num_threads()
+
+
+def test_show_config_names_the_openmp_runtime_the_core_calls(capsys):
+    """The runtime is the one the core's omp_get_max_threads resolves to: loaded in this
+    process, and the wheel's vendored copy (auditwheel's fastlstm.libs/) when there is one."""
+    cfg = fastlstm.show_config()
+    out = capsys.readouterr().out
+    if not cfg["openmp"]:
+        assert cfg["openmp_runtime"] is None and "off (serial build)" in out
+        return
+    path = cfg["openmp_runtime"]
+    assert os.path.isfile(path) and path in out
+    with open("/proc/self/maps") as fh:
+        assert path in {os.path.realpath(line.split()[-1]) for line in fh if "/" in line}
+    assert cfg["openmp_runtime_family"] == "GNU libgomp" and "gomp" in os.path.basename(path)
+    site = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+    vendored = glob.glob(os.path.join(site, "fastlstm.libs", "libgomp*"))
+    if vendored:   # an installed manylinux wheel
+        assert path == os.path.realpath(vendored[0]) and cfg["openmp_runtime_vendored"]
+        assert "vendored in the wheel" in out
+    else:
+        assert not cfg["openmp_runtime_vendored"] and "vendored" not in out
 
 
 @pytest.mark.parametrize("proj_size", [0, 5])

@@ -52,12 +52,13 @@ def _threads(text):
     return list(dict.fromkeys(values))
 
 
-def parse_args(argv):
+def parse_args(argv, prog="python -m fastlstm.bench"):
     cores = _usable_cpus()
-    ap = argparse.ArgumentParser(prog="python -m fastlstm.bench", description=__doc__.split("\n\n")[1],
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: fewer repeats, a shorter `large` (under a minute without peers)")
+                    help="smoke run: fewer rounds, a shorter `large`, the sgemm rate once (under a "
+                         "minute with every peer on 2 cores)")
     ap.add_argument("--threads", type=_threads, default=sorted({1, cores}),
                     help=f"comma-separated thread counts (default 1,{cores}: one and all cores)")
     ap.add_argument("--workloads", type=lambda s: _csv(s, list(WORKLOADS), "workload"),
@@ -77,6 +78,7 @@ def parse_args(argv):
                          "ONNX Runtime and TensorFlow have no such switch and join only when "
                          "named in --peers")
     ap.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
+    ap.add_argument("--started", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.peers is None:
         args.peers = [p for p in PEERS if args.isa == "native" or p in ISA_HELD]
@@ -84,8 +86,12 @@ def parse_args(argv):
 
 
 
+_started = time.time()
+
+
 def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
+    """A progress line on stderr, stamped with the seconds since the run started."""
+    print(f"[{time.time() - _started:5.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def _worker_env(threads, isa="native"):
@@ -116,7 +122,8 @@ def _run_worker(args, threads):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "run.json")
         cmd = [sys.executable, "-m", "fastlstm.bench", "--worker", out, "--threads", str(threads),
-               "--workloads", ",".join(args.workloads), "--peers", ",".join(args.peers)]
+               "--workloads", ",".join(args.workloads), "--peers", ",".join(args.peers),
+               "--started", repr(_started)]
         if args.quick:
             cmd.append("--quick")
         proc = subprocess.run(cmd, env=_worker_env(threads, args.isa))
@@ -142,8 +149,11 @@ def _checkpoint_writer(path):
     return write
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv=None, prog="python -m fastlstm.bench"):
+    global _started
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv, prog)
+    _started = time.time() if args.started is None else args.started
     if args.worker:
         write = _checkpoint_writer(args.worker)
         write(run_threads(args.threads[0], args.workloads, args.peers, args.quick, _log,
@@ -155,7 +165,6 @@ def main(argv=None):
     if args.in_process and len(args.threads) > 1 and "tensorflow" in args.peers:
         raise SystemExit("--in-process runs one thread count when tensorflow is a peer "
                          "(its thread pools are sized once per process)")
-    started = time.time()
     runs, failed = [], []
     for threads in args.threads:
         if args.in_process:
@@ -171,10 +180,10 @@ def main(argv=None):
         raise SystemExit("no thread count produced results: " + "; ".join(failed))
     results = {
         "meta": {**machine_info(), "mode": "quick" if args.quick else "full", "isa": args.isa,
-                 "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
-                 "wall_s": round(time.time() - started, 1),
+                 "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(_started)),
+                 "wall_s": round(time.time() - _started, 1),
                  "failed_runs": failed,
-                 "command": " ".join(["python -m fastlstm.bench"] + (sys.argv[1:] if argv is None else argv))},
+                 "command": " ".join([prog] + argv)},
         "runs": runs,
     }
     out = args.out or os.path.join("bench", "quick" if args.quick else "")

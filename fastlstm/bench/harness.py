@@ -40,15 +40,28 @@ SGEMM_TARGET_NOTE = ("the 90%-of-sgemm target is applied where the shape allows 
 
 
 class Settings:
+    """How hard a run measures. Quick mode is a smoke run (under a minute with every peer on
+    2 cores): every workload, peer and thread count, but fewer rounds (and none started after
+    1 s of rounds), shorter samples, a call's length probed with up to 2 calls instead of 5
+    (the agreement check's call counts as the first), an untimed settling call only before
+    samples of calls under 5 ms; the sgemm rate once per thread count instead of again beside
+    each workload, no AVX2-only sgemm rate, and varlen's full-length baseline for fastlstm
+    alone (its target is fastlstm's)."""
+
     def __init__(self, quick):
         self.quick = quick
         self.warmup = 1 if quick else 2
         self.rounds = 3 if quick else 7
         self.min_sample_s = 0.005 if quick else 0.02
-        self.settle_s = 0.05
+        self.settle_s = 0.005 if quick else 0.05
+        self.probe_calls = 2 if quick else 5
+        self.rounds_budget_s = 1.0 if quick else None
         self.idle_s = 0.02
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
+        self.sgemm_beside_each_workload = not quick
+        self.sgemm_avx2 = not quick
+        self.full_length_for_every_peer = not quick
 
 
 def sgemm_gflops(n=2048, repeats=3):
@@ -87,25 +100,29 @@ def package_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
 
 
-def time_interleaved(calls, settings):
+def time_interleaved(calls, settings, first_call_s=None):
     """Median seconds per call of each callable, timed in alternating rounds.
 
     Each round times every callable once, in an order rotated round by round; a sample is
     the mean over enough back-to-back calls to last ``min_sample_s``. A short call gets one
-    untimed call before its sample; every sample starts after ``idle_s`` of sleep. Both so that the previous peer's spinning worker threads
-    (OpenMP, ONNX Runtime's pool) have gone idle and the caches hold this peer's weights;
-    a call longer than ``settle_s`` settles within itself.
+    untimed call before its sample; every sample starts after ``idle_s`` of sleep. Both so that
+    the previous peer's spinning worker threads (OpenMP, ONNX Runtime's pool) have gone idle and
+    the caches hold this peer's weights;
+    a call longer than ``settle_s`` settles within itself. With ``rounds_budget_s`` set (quick
+    mode), no round starts once the rounds have taken that long: a loaded machine gets fewer
+    rounds (at least one), not a longer smoke run. ``first_call_s`` (quick mode) gives the
+    length of a call already made (the agreement check's), which counts as the first probe.
     """
     keys = list(calls)
     reps, settle = {}, {}
     for k in keys:
         for _ in range(settings.warmup - 1):
             calls[k]()
-        # A call's length is the fastest of a few (up to 5, within 0.2 s): one call alone
+        # A call's length is the fastest of a few (up to probe_calls, within 0.2 s): one call alone
         # may have waited on a thread pool waking up (measured: a 9 us step once took 6.7 ms,
         # which left 3 calls a sample and samples at the mercy of the next wake-up).
-        times = []
-        while len(times) < 5 and (not times or sum(times) < 0.2):
+        times = [first_call_s[k]] if first_call_s and k in first_call_s else []
+        while len(times) < settings.probe_calls and (not times or sum(times) < 0.2):
             t0 = time.perf_counter()
             calls[k]()
             times.append(time.perf_counter() - t0)
@@ -116,7 +133,11 @@ def time_interleaved(calls, settings):
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        started = time.perf_counter()
         for r in range(settings.rounds):
+            if (r and settings.rounds_budget_s is not None
+                    and time.perf_counter() - started > settings.rounds_budget_s):
+                break
             shift = r % len(keys)
             for k in keys[shift:] + keys[:shift]:
                 fn, n = calls[k], reps[k]
@@ -181,19 +202,24 @@ def run_workload(name, peers, settings, progress=print):
         full_case = make_case(w)
         full_case.lengths = None
 
-    calls, fast_out = {}, None
+    calls, fast_out, first_call_s = {}, None, {}
     for peer in peers:
         entry = result["peers"].setdefault(peer.name, {})
         try:
             bound = peer.build(case)
-            out = _masked(case, bound.outputs())
+            t0 = time.perf_counter()
+            out = bound.outputs()
+            if settings.quick and not w.stream:   # a stream's outputs() replays every step
+                first_call_s[(peer.name, "main")] = time.perf_counter() - t0
+            out = _masked(case, out)
             entry["error_vs_float64"] = _max_abs(out, ref)
             if fast_out is None:
                 fast_out = out
             entry["max_abs_diff_vs_fastlstm"] = _max_abs(out, fast_out)
             entry["flagged"] = not entry["max_abs_diff_vs_fastlstm"] <= AGREEMENT_TOLERANCE
             calls[(peer.name, "main")] = bound.call
-            if full_case is not None:
+            if full_case is not None and (settings.full_length_for_every_peer
+                                          or peer.name == "fastlstm"):
                 calls[(peer.name, "full")] = peer.build(full_case).call
             entry["status"] = "ok"
         except Exception as exc:  # a peer that fails is reported, and the run goes on
@@ -206,8 +232,9 @@ def run_workload(name, peers, settings, progress=print):
     cpu_share = OtherProcessesCpu()
     # The sgemm rate again, next to this workload's timings: on a shared machine the rate
     # at the start of the run can be far from the one the workload met.
-    result["sgemm_gflops"] = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
-    timings = time_interleaved(calls, settings)
+    if settings.sgemm_beside_each_workload:
+        result["sgemm_gflops"] = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
+    timings = time_interleaved(calls, settings, first_call_s)
     result["other_processes_cpu_fraction"] = cpu_share.fraction()
     for (peer_name, variant), t in timings.items():
         entry = result["peers"][peer_name]
@@ -287,6 +314,7 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
     peer_names = list(PEERS) if peer_names is None else ["fastlstm"] + [
         n for n in peer_names if n != "fastlstm"]
     peers, peer_info = [], {}
+    progress(f"threads={threads}: setting up {', '.join(peer_names)}")
     for name in peer_names:
         if name not in PEERS:
             raise ValueError(f"unknown peer {name!r}; expected one of {', '.join(PEERS)}")
@@ -306,18 +334,20 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
              + ", ".join(f"{n} ({i['status']})" for n, i in peer_info.items()))
     cpu_share = OtherProcessesCpu()
     sgemm = sgemm_gflops(settings.sgemm_n, settings.sgemm_repeats)
-    sgemm_avx2 = sgemm_gflops_avx2(threads, settings.sgemm_n, settings.sgemm_repeats)
+    sgemm_avx2 = (sgemm_gflops_avx2(threads, settings.sgemm_n, settings.sgemm_repeats)
+                  if settings.sgemm_avx2 else None)
     progress(f"  sgemm {settings.sgemm_n}^3 float32: {sgemm:.1f} GFLOP/s"
              + (f" (AVX2 kernels only: {sgemm_avx2:.1f})" if sgemm_avx2 else ""))
     run = {"threads": threads, "sgemm_gflops": sgemm, "sgemm_avx2_gflops": sgemm_avx2,
            "other_processes_cpu_fraction": None, "blas_thread_control": blas_control,
            "settings": dict(vars(settings)), "peers": peer_info,
            "fastlstm_config": _fastlstm_config(), "workloads": []}
-    for name in workloads:
+    for i, name in enumerate(workloads, 1):
         run["in_progress"] = name if isinstance(name, str) else name.name
         run["other_processes_cpu_fraction"] = cpu_share.fraction()
         checkpoint(run)
-        res = run_workload(name, peers, settings, progress)
+        res = run_workload(name, peers, settings,
+                           lambda msg, i=i: progress(f"  {i}/{len(workloads)} {msg.lstrip()}"))
         for pname, info in peer_info.items():
             if info["status"] != "ok":
                 res["peers"][pname] = dict(info)

@@ -1,7 +1,11 @@
 """What a model source holds, as ``fastlstm.inspect`` lists it: a ``Found`` entry per
 recurrent layer, module, node or scope, and the ``Inventory`` of a source. Each loader's
 ``find(source)`` makes them."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,26 +20,28 @@ class Found:
     num_layers: int = 1
     bidirectional: bool = False
     proj_size: int = 0
-    options: dict = field(default_factory=dict)   # what else differs from the defaults
+    options: dict[str, Any] = field(default_factory=dict)   # what else differs from the defaults
     reason: str = ""        # why fastlstm cannot load it ("" when it can)
 
     @property
-    def supported(self):
+    def supported(self) -> bool:
         return not self.reason
 
 
 _COLUMNS = ("name", "type", "input", "hidden", "layers", "directions", "proj", "notes")
 
 
-class Inventory(tuple):
+class Inventory(tuple[Found, ...]):
     """The ``Found`` entries of one source; its repr reads as a table."""
 
-    def __new__(cls, entries, source=""):
+    source: str
+
+    def __new__(cls, entries: Iterable[Found], source: str = "") -> Inventory:
         self = super().__new__(cls, entries)
         self.source = source
         return self
 
-    def rows(self):
+    def rows(self) -> Iterator[tuple[str, ...]]:
         for f in self:
             notes = f.reason and f"not supported: {f.reason}" or ", ".join(
                 f"{k}={v}" for k, v in f.options.items())
@@ -43,7 +49,7 @@ class Inventory(tuple):
                    str(f.num_layers), "2" if f.bidirectional else "1", str(f.proj_size or "-"),
                    notes)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         rows = [_COLUMNS] + list(self.rows())
         if len(rows) == 1:
             return f"{self.source}: no LSTM found"

@@ -476,7 +476,7 @@ class LSTM(_Stack):
                 + f", batch_first={self.batch_first})")
 
 
-def load(path):
+def load(path: PathLike) -> LSTM | LSTMCell:
     """Read a model written by ``model.save``: an LSTM or an LSTMCell, as it was saved (the
     file format is ``fastlstm.io``'s; loading never executes code)."""
     parts = io.read(path)

@@ -6,8 +6,11 @@ import pathlib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "fastlstm"
+import fastlstm
+
+PACKAGE = pathlib.Path(fastlstm.__file__).resolve().parent   # the checkout's or the install's
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+assert len(MODULES) > 20, MODULES
 
 
 def module_name(path):
@@ -17,7 +20,7 @@ def module_name(path):
 
 def is_module(name):
     where = PACKAGE.parent / name.replace(".", "/")
-    return where.is_dir() or any(where.with_suffix(ext).exists() for ext in (".py", ".pyx"))
+    return where.is_dir() or any(where.parent.glob(where.name + ".*"))   # .py, or compiled
 
 
 def defined_in(tree):

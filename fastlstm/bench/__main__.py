@@ -188,6 +188,10 @@ def main(argv=None, prog="python -m fastlstm.bench"):
     }
     out = args.out or os.path.join("bench", "quick" if args.quick else "")
     written = report.write_all(results, out)
+    # a full run into a checkout's bench/ also regenerates the README's table
+    if args.out is None and not args.quick and args.isa == "native" \
+            and os.path.exists("README.md") and report.update_readme("README.md", results):
+        written.append("README.md")
     print(report.markdown(results, summary_only=args.quick))
     for path in written:
         _log(f"wrote {path}")

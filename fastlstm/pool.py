@@ -67,7 +67,6 @@ class StreamPool:
                 new[:self._used] = old[:self._used]
         self._h, self._c = h_new, c_new
         self._x = np.empty((capacity, engine.input_size), np.float32)
-        self._rows = np.empty(capacity, np.int32)
         # one workspace for every step size up to capacity; a runner per size on it
         self._workspace = engine.workspace(engine.plan(capacity, 1, stepwise=True))
         self._runners = {}
@@ -202,7 +201,7 @@ class StreamPool:
         with self._lock:
             slots = self._slots
             try:
-                self._rows[:n] = [slots[key] for key in inputs]
+                rows = np.fromiter(map(slots.__getitem__, inputs), np.int32, n)
             except KeyError:
                 unknown = next(key for key in inputs if key not in slots)
                 raise self._not_open(unknown, "step") from None
@@ -227,7 +226,7 @@ class StreamPool:
                 self._runners[n] = runner
             y = np.empty(x_run.shape[:2] + (engine.output_size,), np.float32)
             # the kernel reads and writes each stream's state in its row of the slabs
-            runner.step_rows(x_run, y, self._h, self._c, self._rows[:n])
+            runner.step_rows(x_run, y, self._h, self._c, rows)
         y = y.reshape(n, -1)
         ys = dict(zip(inputs, y))
         if matrices:

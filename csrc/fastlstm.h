@@ -36,6 +36,10 @@ enum fl_act_kind {
     FL_ACT_COUNT = 11
 };
 
+/* Precisions of the weights (fl_cell.precision); the cell state, the gate math and the outputs
+ * are float32 in all. */
+enum fl_precision { FL_PREC_FLOAT32 = 0, FL_PREC_INT8 = 1, FL_PREC_BF16 = 2, FL_PRECISIONS = 3 };
+
 typedef struct {
     int kind;
     float alpha;
@@ -65,6 +69,11 @@ typedef struct {
     fl_activation cell_act; /* activation for the candidate g */
     fl_activation out_act;  /* activation applied to c' before h = o*act(c') */
     int standard;           /* sigmoid/tanh/tanh, no peepholes, clips or coupled gates */
+    int precision;          /* fl_precision: with int8 or bfloat16 the products read the *_q
+                               weights (fl_pack_q); w_ih, w_hh and w_hr are then unused */
+    const void *w_ih_q, *w_hh_q, *w_hr_q;          /* packed by fl_pack_q */
+    const float *w_ih_scale, *w_hh_scale, *w_hr_scale;  /* int8: a scale per row */
+    const int *w_ih_comp, *w_hh_comp, *w_hr_comp;   /* int8: 128 * each row's sum */
 } fl_cell;
 
 /* How one direction of one layer runs over one batch: decided by fl_plan (fl_plan.c), the one
@@ -83,9 +92,10 @@ typedef struct {
     size_t step_bytes; /* weights read every step: W_hh, and W_ih when projected by step */
 } fl_run_plan;
 
-/* A stack's workspace buffers, in floats: fl_plan sizes each for every run of the call. */
+/* A stack's workspace buffers, in floats: fl_plan sizes each for every run of the call.
+ * QX and QH hold reduced-precision rows (fl_quantize_rows) of the inputs and of h. */
 enum { FL_BUF_GX, FL_BUF_PRE, FL_BUF_HS, FL_BUF_HS2, FL_BUF_CS, FL_BUF_HFULL, FL_BUF_A,
-       FL_BUF_B, FL_BUF_XC, FL_BUFS };
+       FL_BUF_B, FL_BUF_XC, FL_BUF_QX, FL_BUF_QH, FL_BUFS };
 
 /* The plan of a call: `cells` holds every (layer, direction), layer by layer, `directions[l]`
  * of them for layer l; a batch of `batch` sequences of `steps` steps, with lengths or not,
@@ -124,6 +134,7 @@ typedef struct {
                                      state_rows[b] (a pool's slabs), else b */
     float *xc;                    /* workspace (valid rows, I) for the packed inputs, and
                                      at least (B, I) */
+    float *qx, *qh;               /* workspaces of reduced-precision rows (fl_qrows_floats) */
 } fl_seq;
 
 void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm);
@@ -131,6 +142,25 @@ void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm);
 /* Recurrent weights are packed once, at load, into the tiles the step kernel streams. */
 size_t fl_packed_size(int groups, int units, int K);
 void fl_pack(const float *w, int groups, int units, int K, float *out);
+
+/* Reduced precision (fl_quant.c). Weights: w (groups*units, K) of int8 (FL_PREC_INT8) or
+ * bfloat16 bit patterns (uint16, FL_PREC_BF16), packed into the tiles of the process's kernel
+ * table. */
+int fl_precision_per(int precision);      /* inputs a 32-bit lane takes: 4 int8, 2 bfloat16 */
+size_t fl_packed_q_bytes(int precision, int groups, int units, int K);
+void fl_pack_q(int precision, const void *w, int groups, int units, int K, void *out);
+/* Rows: x (rows, K), x_ld floats apart, into `out` (rows * parts, fl_padded_k) of uint8 q + 128
+ * with q = rne(v * 127 / max|v|) and scale max|v| / 127 (int8), or of bfloat16 rounded to
+ * nearest even (scale 1); padding holds zeros (128 for int8). With parts = 2 each row gives
+ * two: v = x, then v = x less what the first stands for (x = hi + lo, to a part in 2^14 or
+ * more): FL_SPLIT_INPUTS. */
+int fl_padded_k(int precision, int K);
+void fl_quantize_rows(int precision, const float *x, size_t x_ld, int rows, int K, int parts,
+                      void *out, float *scales);
+/* Floats a buffer of `rows` quantized rows of K inputs takes (scales, then rows); one thread's
+ * buffer of a batch's quantized h rows (and hfull's, which reuse it). */
+size_t fl_qrows_floats(int precision, size_t rows, int K);
+size_t fl_qh_slot_floats(const fl_cell *p, int batch);
 
 /* Apply an activation in place to n floats. */
 void fl_activate(fl_activation act, float *v, int n);

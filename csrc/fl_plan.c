@@ -25,6 +25,14 @@ static fl_run_plan plan_run(const fl_cell *p, const fl_simd_table *simd, long ba
     r.fused = r.by_step && p->standard && simd->gates_cell != NULL;
     r.step_bytes = (size_t)(O + (r.by_step ? I : 0)) * (size_t)G * sizeof(float);
     r.ask_ahead = r.step_bytes >= FL_L2_WEIGHT_BYTES;
+    if (p->precision) {
+        /* Reduced precision: every product is a tile of its kernel (fl_qtile), on rows
+         * quantized once a step; no pairs, fused cell or L2 asks (not written for it), and
+         * a step reads a half or a quarter of the bytes. */
+        r.by_tiles = 1;
+        r.single_row = r.fused = r.ask_ahead = 0;
+        r.step_bytes = r.step_bytes / (size_t)fl_precision_per(p->precision);
+    }
     /* Threads: none for a step too small to share, nor for a batch too small to cut by rows
      * whose steps are too small to pay a barrier each. */
     if (threads < 1 || batch * G * (O + I) < FL_PARALLEL_MIN_MACS) threads = 1;
@@ -44,7 +52,7 @@ void fl_plan(const fl_cell *cells, const int *directions, int layers, int batch,
     const fl_simd_table *simd = fl_simd();
     const size_t B = (size_t)batch, rows = (size_t)batch * (size_t)steps;
     size_t G = 0, H = 0, O = 0, W = 0, widest_in = (size_t)cells[0].input_size;
-    size_t projected = 0, packed = 0;
+    size_t projected = 0, packed = 0, qx = 0, qh = 0;
     int l, d, k = 0;
     for (l = 0; l < layers; l++) {
         for (d = 0; d < directions[l]; d++, k++) {
@@ -59,6 +67,17 @@ void fl_plan(const fl_cell *cells, const int *directions, int layers, int batch,
             /* xc: the valid rows of the layer's input, packed, when compact; at least one
              * step's rows, which a run projected step by step gathers there */
             packed = max_size(packed, (runs[k].compact ? rows : 0) * (size_t)p->input_size);
+            if (p->precision) {
+                /* quantized rows: of the inputs, all rows projected first or one step's by
+                 * step; of h (and hfull); one buffer a thread when steps are cut by blocks */
+                const size_t slots = runs[k].by_rows ? 1 : (size_t)runs[k].threads;
+                qx = max_size(qx, runs[k].by_step
+                                      ? slots * fl_qrows_floats(p->precision, B * FL_INPUT_PARTS,
+                                                                p->input_size)
+                                      : fl_qrows_floats(p->precision, rows * FL_INPUT_PARTS,
+                                                        p->input_size));
+                qh = max_size(qh, slots * fl_qh_slot_floats(p, batch));
+            }
         }
         W = max_size(W, (size_t)directions[l] * (size_t)cells[k - 1].output_size);
     }
@@ -71,4 +90,6 @@ void fl_plan(const fl_cell *cells, const int *directions, int layers, int batch,
     floats[FL_BUF_A] = max_size(layers > 1 ? rows * W : 0, 1);
     floats[FL_BUF_B] = max_size(layers > 2 ? rows * W : 0, 1);
     floats[FL_BUF_XC] = max_size(max_size(packed, B * widest_in), 1);
+    floats[FL_BUF_QX] = max_size(qx, 1);
+    floats[FL_BUF_QH] = max_size(qh, 1);
 }

@@ -36,6 +36,11 @@ typedef struct {
     size_t step_bytes; /* weights read every step: W_hh, and W_ih when projected by step */
     int ask_ahead;  /* block_tiles asks for the weights read next into L2 (FL_L2_WEIGHT_BYTES) */
     int by_rows;    /* with more than one thread, each owns row groups for the whole run */
+    /* reduced precision (p->precision): the product kernel, and the padded inputs of W_ih,
+     * W_hh and W_hr's rows and their bytes an input */
+    fl_qtile_fn qtile;
+    int kp_in, kp_out, kp_hidden, esize;
+    size_t qh_slot;  /* floats of one thread's quantized h rows in s->qh (fl_qh_slot_floats) */
 } step_ctx;
 
 static inline int row_length(const fl_seq *s, int b)
@@ -207,6 +212,122 @@ static void block_tiles(const step_ctx *cx, work_share w, int active, const floa
     }
 }
 
+/* ------------------------------------------------------------------ reduced precision */
+
+/* A buffer of quantized rows (fl_qrows_floats): `rows` scales, then the rows. */
+static inline float *qrows_scales(float *base) { return base; }
+static inline void *qrows_data(float *base, size_t rows) { return base + (rows + 15) / 16 * 16; }
+
+/* The buffer of quantized h rows this thread writes and reads: its own when each step is cut
+ * by blocks (every thread quantizes all the rows it multiplies, so no barrier is needed
+ * between quantizing and using them), a shared one cut by rows (each thread its own rows). */
+static inline float *qh_slot(const step_ctx *cx, int tid)
+{
+    return cx->s->qh + (cx->by_rows ? 0 : (size_t)tid * cx->qh_slot);
+}
+
+/* The same for the inputs projected step by step: FL_INPUT_PARTS rows a row of the batch. */
+static inline float *qx_slot(const step_ctx *cx, int tid)
+{
+    const size_t rows = (size_t)cx->s->batch * FL_INPUT_PARTS;
+    return cx->s->qx + (cx->by_rows ? 0 : (size_t)tid * fl_qrows_floats(cx->p->precision, rows, cx->p->input_size));
+}
+
+/* out rows = quantized rows . W^T for one block of packed weights (M groups of U units, Kp
+ * inputs), like block_tiles: calls of the precision's kernel for each row group, of at most
+ * the table's rows of quantized rows (`parts` a row: n_rows of them in qrows). The block's
+ * row scales and sums are at unit j0 of scale and comp. */
+static void qblock_tiles(const step_ctx *cx, work_share w, int active, int M, const void *wq,
+                         int Kp, int parts, float *qrows, size_t n_rows, float *out, int out_ld,
+                         int m_stride, int j0, int width, const float *scale, const int *comp)
+{
+    const char *data = (const char *)qrows_data(qrows, n_rows);
+    const int most = cx->simd->rows / parts;
+    fl_qtile t;
+    int g, r0, nb, r;
+    t.M = M, t.units = cx->simd->units, t.w = wq, t.Kp = Kp, t.x_ld = Kp, t.parts = parts;
+    t.out_ld = out_ld, t.m_stride = m_stride, t.width = width;
+    t.w_scale = scale ? scale + j0 : NULL, t.w_comp = comp ? comp + j0 : NULL;
+    for (g = -1; next_group(w, active, &g, &r0, &nb);)
+        for (r = r0; r < r0 + nb; r += most) {
+            t.x = data + (size_t)r * parts * Kp * cx->esize;
+            t.x_scale = qrows_scales(qrows) + (size_t)r * parts;
+            t.nb = r0 + nb - r < most ? r0 + nb - r : most;
+            t.out = out + (size_t)r * out_ld + j0;
+            cx->qtile(&t);
+        }
+}
+
+/* Quantize rows [r0, r0 + n) of `from` (ld floats apart, K wide) into rows [r0, ..) of qrows
+ * (n_rows of Kp inputs). */
+static inline void quantize_rows(const step_ctx *cx, const float *from, size_t ld, int r0, int n,
+                                 int K, int Kp, int parts, float *qrows, size_t n_rows)
+{
+    fl_quantize_rows(cx->p->precision, from + (size_t)r0 * ld, ld, n, K, parts,
+                     (char *)qrows_data(qrows, n_rows) + (size_t)r0 * parts * Kp * cx->esize,
+                     qrows_scales(qrows) + (size_t)r0 * parts);
+}
+
+/* This step's h rows (and its input rows, projected step by step) quantized: by a thread cut
+ * by rows, its own groups; cut by blocks, all live rows, into its own buffers. */
+static void quantize_step(const step_ctx *cx, int step, int active, const float *h_prev,
+                          work_share w, int tid)
+{
+    const fl_seq *s = cx->s;
+    const int O = cx->p->output_size, I = cx->p->input_size, P = FL_INPUT_PARTS;
+    float *qh = qh_slot(cx, tid), *qx = qx_slot(cx, tid);
+    int g, r, r0, nb;
+    if (!cx->by_rows) w.owner = 0, w.owner_nth = 1;
+    for (g = -1; next_group(w, active, &g, &r0, &nb);) {
+        quantize_rows(cx, h_prev, (size_t)O, r0, nb, O, cx->kp_out, 1, qh, (size_t)s->batch);
+        if (cx->by_step)
+            for (r = r0; r < r0 + nb; r++) {
+                ptrdiff_t gx_row;
+                const ptrdiff_t row = data_row(cx, r, step, &gx_row);
+                fl_quantize_rows(cx->p->precision, s->x + row * s->x_ld, (size_t)s->x_ld, 1, I, P,
+                                 (char *)qrows_data(qx, (size_t)s->batch * P) + (size_t)r * P * cx->kp_in * cx->esize,
+                                 qrows_scales(qx) + (size_t)r * P);
+            }
+    }
+}
+
+/* Gate products and the cell update of one step in reduced precision, for the share's
+ * blocks: Gx = x_t . W_ih^T (inputs projected step by step), pre = h_prev . W_hh^T, then the
+ * update of those units (of all the share's units at once for a lone row, whose vectors then
+ * overlap). Blocks go in the alternating order of gate_work. */
+static void gate_work_q(const step_ctx *cx, int step, int active, float *h_next, work_share w,
+                        int tid)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, U = cx->simd->units;
+    const size_t hh_block = (size_t)cx->kp_out * 4 * U * cx->esize;
+    const size_t ih_block = (size_t)cx->kp_in * 4 * U * cx->esize;
+    const int reverse = (step + cx->flip) & 1;
+    float *qh = qh_slot(cx, tid), *qx = qx_slot(cx, tid);
+    int i, g, r0, nb;
+    for (i = w.q0; i < w.q1; i++) {
+        const int q = reverse ? w.q1 - 1 - (i - w.q0) : i;
+        const int j0 = q * U, j1 = j0 + U < H ? j0 + U : H;
+        for (g = -1; next_group(w, active, &g, &r0, &nb);) prefetch_rows(cx, step, r0, nb, j0);
+        if (cx->by_step)
+            qblock_tiles(cx, w, active, 4, (const char *)p->w_ih_q + q * ih_block, cx->kp_in,
+                         FL_INPUT_PARTS, qx, (size_t)s->batch * FL_INPUT_PARTS, s->gx, cx->ld_gx,
+                         H, j0, j1 - j0, p->w_ih_scale, p->w_ih_comp);
+        qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + q * hh_block, cx->kp_out, 1, qh,
+                     (size_t)s->batch, s->pre, cx->ld_pre, H, j0, j1 - j0, p->w_hh_scale,
+                     p->w_hh_comp);
+        if (active > 1)
+            for (g = -1; next_group(w, active, &g, &r0, &nb);)
+                update_rows(cx, step, r0, nb, j0, j1, h_next);
+    }
+    if (active == 1 && w.q0 < w.q1) {
+        const int j1 = w.q1 * U < H ? w.q1 * U : H;
+        for (g = -1; next_group(w, active, &g, &r0, &nb);)
+            update_rows(cx, step, r0, nb, w.q0 * U, j1, h_next);
+    }
+}
+
 /* Gx rows of this step for block q (units q*U..) = x_t . W_ih^T, for the share's row groups,
  * like the recurrent tiles, asking for `next` meanwhile (see block_tiles); the rows are those
  * gather_inputs put in s->xc. The sums are the tile kernel's, as in input_tiles, so a row's
@@ -344,20 +465,34 @@ static void gate_work(const step_ctx *cx, int step, int active, const float *h_p
 
 /* Projection: h_next = clip(W_hr . hfull) for the share's output blocks and groups, and y. */
 static void projection_work(const step_ctx *cx, int step, int active, float *h_next,
-                            work_share w)
+                            work_share w, int tid)
 {
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, O = p->output_size, U = cx->simd->units;
     int q, g, r, j, r0, nb;
     ptrdiff_t gx_row;
+    if (p->precision) {
+        /* hfull's rows quantized, as quantize_step does h's */
+        work_share mine = w;
+        if (!cx->by_rows) mine.owner = 0, mine.owner_nth = 1;
+        for (g = -1; next_group(mine, active, &g, &r0, &nb);)
+            quantize_rows(cx, s->hfull, (size_t)H, r0, nb, H, cx->kp_hidden, 1, qh_slot(cx, tid),
+                          (size_t)s->batch);
+    }
     for (q = w.q0; q < w.q1; q++) {
         const int j0 = q * U;
         const int j1 = j0 + U < O ? j0 + U : O;
+        if (p->precision)
+            qblock_tiles(cx, w, active, 1,
+                         (const char *)p->w_hr_q + (size_t)q * cx->kp_hidden * U * cx->esize,
+                         cx->kp_hidden, 1, qh_slot(cx, tid), (size_t)s->batch, h_next, O, 0, j0,
+                         j1 - j0, p->w_hr_scale, p->w_hr_comp);
         for (g = -1; next_group(w, active, &g, &r0, &nb);) {
-            cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * U, H,
-                           s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O, 0,
-                           j1 - j0, 0, FL_NO_ASK);
+            if (!p->precision)
+                cx->simd->tile(1, p->w_hr_packed + (size_t)q * H * U, H,
+                               s->hfull + (size_t)r0 * H, H, nb, h_next + (size_t)r0 * O + j0, O,
+                               0, j1 - j0, 0, FL_NO_ASK);
             for (r = r0; r < r0 + nb; r++) {
                 float *hr = h_next + (size_t)r * O;
                 if (p->has_proj_clip)
@@ -416,7 +551,10 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
             w.batch = active;
             w.groups = (active + R - 1) / R;
         }
-        if (cx->by_step) {
+        if (cx->qtile) {
+            w.owner = tid, w.owner_nth = by_rows ? nth : 1;
+            quantize_step(cx, step, active, h_prev, w, tid);
+        } else if (cx->by_step) {
             /* each thread gathers the rows it will project: its own groups when split by
              * rows, else a share of all rows, which every thread reads after the barrier */
             int g, r0, nb;
@@ -431,15 +569,16 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
             }
         }
         if (by_rows) {
-            /* the owner of row group 0 (thread 0) takes a lone last row (gate_work's paired
-             * mode, where q counts pairs of blocks) */
-            if (active == 1) w.q0 = 0, w.q1 = tid == 0 ? (blocks + 1) / 2 : 0, w.owner = 0, w.owner_nth = 1;
+            /* the owner of row group 0 (thread 0) takes a lone last row (in float32,
+             * gate_work's paired mode, where q counts pairs of blocks) */
+            if (active == 1) w.q0 = 0, w.q1 = tid == 0 ? (cx->qtile ? blocks : (blocks + 1) / 2) : 0, w.owner = 0, w.owner_nth = 1;
             else w.q0 = 0, w.q1 = blocks, w.owner = tid, w.owner_nth = nth;
         } else {
-            my_range(active == 1 ? (blocks + 1) / 2 : blocks, tid, nth, &a, &b);
+            my_range(active == 1 && !cx->qtile ? (blocks + 1) / 2 : blocks, tid, nth, &a, &b);
             w.q0 = (int)a, w.q1 = (int)b, w.owner = 0, w.owner_nth = 1;
         }
-        gate_work(cx, step, active, h_prev, h_next, w);
+        if (cx->qtile) gate_work_q(cx, step, active, h_next, w, tid);
+        else gate_work(cx, step, active, h_prev, h_next, w);
         if (p->w_hr) {
             if (!by_rows) {
                 barrier(nth);   /* hfull rows are complete */
@@ -448,7 +587,7 @@ static void time_loop(const step_ctx *cx, int tid, int nth)
             } else {
                 w.q0 = 0, w.q1 = out_blocks, w.owner = tid, w.owner_nth = nth;
             }
-            projection_work(cx, step, active, h_next, w);
+            projection_work(cx, step, active, h_next, w, tid);
         }
         /* h_next is complete before anyone reads it; after the last step the end of the
          * parallel region is the barrier */
@@ -495,6 +634,41 @@ static void input_tiles(const fl_cell *p, const float *x, int x_ld, long rows, f
     }
 }
 
+/* Gx rows [0, rows) = X . W_ih^T in reduced precision: the rows quantized (a share a thread),
+ * then tasks as in input_tiles. */
+static void input_tiles_q(const step_ctx *cx, const float *x, int x_ld, long rows, int tid,
+                          int nth)
+{
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
+    const int H = p->hidden_size, G = 4 * H, I = p->input_size, U = cx->simd->units;
+    const int P = FL_INPUT_PARTS, R = cx->simd->rows / P, Kp = cx->kp_in;
+    const long groups = (rows + R - 1) / R, blocks = (H + U - 1) / U;
+    const size_t block_bytes = (size_t)Kp * 4 * U * cx->esize;
+    const char *data = (const char *)qrows_data(s->qx, (size_t)rows * P);
+    long task, a, b, r;
+    fl_qtile t;
+    my_range(rows, tid, nth, &a, &b);
+    for (r = a; r < b; r++)
+        quantize_rows(cx, x, (size_t)x_ld, (int)r, 1, I, Kp, P, s->qx, (size_t)rows * P);
+    barrier(nth);   /* every row is quantized */
+    t.M = 4, t.units = U, t.Kp = Kp, t.x_ld = Kp, t.out_ld = G, t.m_stride = H, t.parts = P;
+    my_range(blocks * groups, tid, nth, &a, &b);
+    for (task = a; task < b; task++) {
+        const int q = (int)(task / groups), j0 = q * U;
+        const long r0 = (task % groups) * R;
+        t.w = (const char *)p->w_ih_q + q * block_bytes;
+        t.x = data + (size_t)r0 * P * Kp * cx->esize;
+        t.x_scale = qrows_scales(s->qx) + r0 * P;
+        t.nb = rows - r0 < R ? (int)(rows - r0) : R;
+        t.out = s->gx + r0 * G + j0;
+        t.width = j0 + U < H ? U : H - j0;
+        t.w_scale = p->w_ih_scale ? p->w_ih_scale + j0 : NULL;
+        t.w_comp = p->w_ih_comp ? p->w_ih_comp + j0 : NULL;
+        cx->qtile(&t);
+    }
+}
+
 /* Rows of x are projected in chunks of this many, cut at the same places whatever the thread
  * count, and the chunks are dealt to the threads. A BLAS whose rounding of a row depends on
  * its place in a call (OpenBLAS's Haswell sgemm does) then still gives the same bits for 1
@@ -538,8 +712,10 @@ static void project_chunks(const fl_cell *p, fl_sgemm_fn sgemm, const float *x, 
  * gathered (into xc, packed) and projected: padding costs nothing. The tile kernel projects
  * wherever the SIMD table has one worth using (AVX2, AVX-512: see input_tiles); the portable
  * build hands the product to BLAS sgemm. */
-static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm, int tid, int nth)
+static void input_projection(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
 {
+    const fl_cell *p = cx->p;
+    const fl_seq *s = cx->s;
     const int I = p->input_size;
     const float *x = s->x;
     int x_ld = s->x_ld;
@@ -557,7 +733,9 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
         barrier(nth);   /* xc is complete */
         x = s->xc, x_ld = I;
     }
-    if (s->plan->by_tiles)
+    if (cx->qtile)
+        input_tiles_q(cx, x, x_ld, rows, tid, nth);
+    else if (s->plan->by_tiles)
         input_tiles(p, x, x_ld, rows, s->gx, tid, nth);
     else
         project_chunks(p, sgemm, x, x_ld, s->gx, rows, tid, nth);
@@ -566,9 +744,8 @@ static void input_projection(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgem
 /* Input projection, then the time loop, on each of nth threads. */
 static void run_thread(const step_ctx *cx, fl_sgemm_fn sgemm, int tid, int nth)
 {
-    const fl_seq *s = cx->s;
     if (!cx->by_step && !cx->single_row) {
-        input_projection(cx->p, s, sgemm, tid, nth);
+        input_projection(cx, sgemm, tid, nth);
         barrier(nth);
     }
     time_loop(cx, tid, nth);
@@ -608,6 +785,15 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.flip = (int)(__atomic_fetch_add(&fl_calls, 1u, __ATOMIC_RELAXED) & 1u);
     cx.ld_pre = (int)G + FL_ROW_PAD;
     cx.ld_gx = cx.by_step ? (int)G + FL_ROW_PAD : (int)G;
+    cx.qtile = NULL;
+    if (p->precision) {
+        cx.qtile = fl_qtile_kernel(cx.simd, p->precision, 0)->tile;
+        cx.esize = 4 / fl_precision_per(p->precision);
+        cx.kp_in = fl_padded_k(p->precision, p->input_size);
+        cx.kp_out = fl_padded_k(p->precision, O);
+        cx.kp_hidden = fl_padded_k(p->precision, H);
+        cx.qh_slot = fl_qh_slot_floats(p, B);
+    }
     if (T > 0) {
 #ifdef _OPENMP
         if (threads > 1) {

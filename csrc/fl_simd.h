@@ -12,6 +12,7 @@
 #ifndef FL_SIMD_H
 #define FL_SIMD_H
 
+#include "fastlstm.h"
 #include "fl_tuning.h"
 
 /* Whether the x86 instruction sets (and their target attributes) can be compiled here. */
@@ -70,6 +71,39 @@ typedef struct {
 
 typedef void (*fl_fused_fn)(const fl_fused *f);
 
+/* Reduced precision (fl_cell.precision, fl_quant.c): weights packed by fl_pack_q into
+ * [block][k / per][M][units][per], `per` consecutive inputs of one unit together (4 int8, 2
+ * bfloat16: what one 32-bit lane of vpdpbusd / vdpbf16ps takes), and rows of inputs made by
+ * fl_quantize_rows. For nb rows, M groups (gates) and `width` units of one block:
+ *   int8:     v_p = (float)(sum_k w[k] * x_p[k] - w_comp) * (x_scale_p * w_scale), where x
+ *             is unsigned (q + 128) and w_comp = 128 * sum_k w[k]: the sum is exact in int32,
+ *             so every instruction set gives the same bits;
+ *   bfloat16: v_p = sum_k w[k] * x_p[k] in float32, one chain a unit, each pair (k even, then
+ *             k odd) added in that order by the widening kernels (products of two bfloat16
+ *             are exact in float32); the native vdpbf16ps may round its pairs otherwise;
+ * out = v_0, or v_0 + v_1 with two parts (x_p: output row r's rows r * parts + p). */
+typedef struct {
+    int M, units;                 /* groups, and the units a block was packed with */
+    const void *w; int Kp;        /* the block's packed weights; inputs, padded to `per` */
+    const void *x; int x_ld;      /* nb * parts rows of Kp inputs (uint8 or bfloat16), x_ld
+                                     apart: `parts` (1 or 2) rows for each output row */
+    const float *x_scale;         /* int8: the rows' scales */
+    int parts;
+    int nb;
+    float *out; int out_ld; int m_stride; int width;
+    const float *w_scale;         /* int8: unit j0's scale; group m's at m * m_stride */
+    const int *w_comp;            /* int8: unit j0's 128 * sum of weights, same layout */
+} fl_qtile;
+
+typedef void (*fl_qtile_fn)(const fl_qtile *t);
+
+/* One reduced-precision product kernel, and whether this CPU runs it. */
+typedef struct {
+    fl_qtile_fn tile;
+    int (*usable)(void);
+    const char *name;
+} fl_qkernel;
+
 typedef struct {
     fl_tile_fn tile;
     fl_pair_fn pair;
@@ -81,6 +115,9 @@ typedef struct {
     int units;           /* hidden units per packed block (see fl_pack) */
     int project_by_tiles; /* inputs projected by `tile` rather than BLAS sgemm */
     const char *name;    /* "portable", "avx2", "avx512"; FASTLSTM_SIMD caps by these names */
+    /* per precision (FL_PREC_INT8, FL_PREC_BF16), the kernels best first, ending with one
+     * every CPU of this table runs; the first usable is taken (fl_qtile_kernel) */
+    const fl_qkernel *quantized[FL_PRECISIONS];
 } fl_simd_table;
 
 /* The table of this process: the widest this CPU runs, capped by FASTLSTM_SIMD. */
@@ -89,5 +126,9 @@ const fl_simd_table *fl_simd(void);
 /* The i-th table this CPU runs, narrowest first (0: the portable one); NULL past the last.
  * For tests, which run every instruction set the CPU has whatever fl_simd() chose. */
 const fl_simd_table *fl_simd_usable(int i);
+
+/* The product kernel of `precision` in `table`: its i-th usable one (for tests), or with i = 0
+ * the one runs use; NULL past the last. */
+const fl_qkernel *fl_qtile_kernel(const fl_simd_table *table, int precision, int i);
 
 #endif

@@ -6,6 +6,7 @@
 
 #if FL_SIMD_X86
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 #define FL_AVX2 __attribute__((target("avx2,fma")))
@@ -272,6 +273,106 @@ FL_AVX2 static void standard_cell_avx2(const float *const *gx, const float *bias
         }
 }
 
+/* ---------------------------------------------------------------- reduced precision */
+
+/* The widening kernels, for CPUs without the int8 and bfloat16 dot-product instructions (and
+ * the AVX-512 table's fallback: they take blocks of 8 or 16 units): one pass per group and 8
+ * units over the rows, nb accumulators and the pass's weights in registers. */
+
+/* Output row r's n units from unit on (fl_qtile): acc holds the sums of its `parts` rows. */
+FL_AVX2 static FL_INLINE void int8_put(const fl_qtile *t, int r, size_t unit, int n,
+                                       const __m256i *acc)
+{
+    int32_t sums[2][8];
+    const float *xs = t->x_scale + (size_t)r * t->parts;
+    float *dst = t->out + (size_t)r * t->out_ld + unit;
+    int u, part;
+    for (part = 0; part < t->parts; part++) _mm256_storeu_si256((__m256i *)sums[part], acc[part]);
+    for (u = 0; u < n; u++) {
+        float v[2];
+        for (part = 0; part < t->parts; part++)
+            v[part] = (float)(sums[part][u] - t->w_comp[unit + u]) * (xs[part] * t->w_scale[unit + u]);
+        dst[u] = t->parts == 2 ? v[0] + v[1] : v[0];
+    }
+}
+
+/* int8: each 32-bit lane holds 4 weights of a unit; the even and the odd bytes widen to 16
+ * bits (weights signed, inputs unsigned) and vpmaddwd adds their products in pairs, exactly
+ * in int32: the same sums as vpdpbusd. */
+FL_AVX2 void fl_qtile_int8_avx2(const fl_qtile *t)
+{
+    const int U = t->units, M = t->M, nb = t->nb * t->parts, K4 = t->Kp / 4;
+    const __m256i low_bytes = _mm256_set1_epi16(0x00ff);
+    int m, half, r, kq;
+    for (m = 0; m < M; m++)
+        for (half = 0; half * 8 < t->width; half++) {
+            const int8_t *w0 = (const int8_t *)t->w + ((size_t)m * U + half * 8) * 4;
+            const size_t unit = (size_t)m * t->m_stride + half * 8;
+            const int n = t->width - half * 8 < 8 ? t->width - half * 8 : 8;
+            __m256i acc[FL_TILE_ROWS_MAX];
+            for (r = 0; r < nb; r++) acc[r] = _mm256_setzero_si256();
+            for (kq = 0; kq < K4; kq++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kq * M * U * 4));
+                const __m256i w_even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
+                const __m256i w_odd = _mm256_srai_epi16(w, 8);
+                for (r = 0; r < nb; r++) {
+                    int32_t four;
+                    __m256i x;
+                    memcpy(&four, (const uint8_t *)t->x + (size_t)r * t->x_ld + (size_t)kq * 4, 4);
+                    x = _mm256_set1_epi32(four);
+                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w_even, _mm256_and_si256(x, low_bytes)));
+                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w_odd, _mm256_srli_epi16(x, 8)));
+                }
+            }
+            for (r = 0; r < t->nb; r++) int8_put(t, r, unit, n, acc + r * t->parts);
+        }
+}
+
+/* bfloat16: each 32-bit lane holds a unit's weights for inputs k (low half) and k + 1; a
+ * bfloat16 is the top half of a float32, so widening is a shift or a mask. */
+FL_AVX2 void fl_qtile_bf16_avx2(const fl_qtile *t)
+{
+    const int U = t->units, M = t->M, nb = t->nb * t->parts, K2 = t->Kp / 2;
+    const __m256i high_half = _mm256_set1_epi32((int)0xffff0000u);
+    int m, half, r, kp, u;
+    for (m = 0; m < M; m++)
+        for (half = 0; half * 8 < t->width; half++) {
+            const uint16_t *w0 = (const uint16_t *)t->w + ((size_t)m * U + half * 8) * 2;
+            const int n = t->width - half * 8 < 8 ? t->width - half * 8 : 8;
+            __m256 acc[FL_TILE_ROWS_MAX];
+            for (r = 0; r < nb; r++) acc[r] = _mm256_setzero_ps();
+            for (kp = 0; kp < K2; kp++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kp * M * U * 2));
+                const __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+                const __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(w, high_half));
+                for (r = 0; r < nb; r++) {
+                    const uint16_t *x = (const uint16_t *)t->x + (size_t)r * t->x_ld + (size_t)kp * 2;
+                    const __m256 x_even = _mm256_castsi256_ps(_mm256_set1_epi32((int)((uint32_t)x[0] << 16)));
+                    const __m256 x_odd = _mm256_castsi256_ps(_mm256_set1_epi32((int)((uint32_t)x[1] << 16)));
+                    acc[r] = _mm256_fmadd_ps(w_even, x_even, acc[r]);
+                    acc[r] = _mm256_fmadd_ps(w_odd, x_odd, acc[r]);
+                }
+            }
+            for (r = 0; r < t->nb; r++) {
+                float sums[2][8];
+                float *dst = t->out + (size_t)r * t->out_ld + (size_t)m * t->m_stride + half * 8;
+                _mm256_storeu_ps(sums[0], acc[r * t->parts]);
+                if (t->parts == 2) {
+                    _mm256_storeu_ps(sums[1], acc[r * 2 + 1]);
+                    for (u = 0; u < n; u++) dst[u] = sums[0][u] + sums[1][u];
+                } else {
+                    for (u = 0; u < n; u++) dst[u] = sums[0][u];
+                }
+            }
+        }
+}
+
+static const fl_qkernel int8_avx2[] = {
+    {fl_qtile_int8_avx2, fl_cpu_runs_table, "int8 avx2 (widening)"}, {NULL, NULL, NULL}};
+static const fl_qkernel bf16_avx2[] = {
+    {fl_qtile_bf16_avx2, fl_cpu_runs_table, "bfloat16 avx2 (widening)"}, {NULL, NULL, NULL}};
+
 const fl_simd_table fl_simd_avx2 = {tile_avx2, pair_avx2, fl_sigmoid_avx2, fl_tanh_avx2,
-                                    standard_cell_avx2, NULL, FL_TILE_ROWS_MAX, 8, 1, "avx2"};
+                                    standard_cell_avx2, NULL, FL_TILE_ROWS_MAX, 8, 1, "avx2",
+                                    {NULL, int8_avx2, bf16_avx2}};
 #endif

@@ -8,6 +8,8 @@
 
 #if FL_SIMD_X86
 #include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
 
 #define FL_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
@@ -299,7 +301,158 @@ FL_AVX512 static void gates_cell_avx512(const fl_fused *f)
 #undef FL_FUSED
 }
 
+/* ---------------------------------------------------------------- reduced precision */
+
+/* The dot-product instructions: per input group (4 int8 or 2 bfloat16 inputs) the M weight
+ * vectors of the block (16 units each) and one broadcast a row, as in the float32 tile. */
+#define FL_VNNI __attribute__((target("avx512f,avx2,fma,avx512bw,avx512vnni")))
+#define FL_BF16 __attribute__((target("avx512f,avx2,fma,avx512bw,avx512bf16")))
+
+/* Bytes ahead the tiles prefetch their weights: as many as the float32 tiles do. */
+#define FL_Q_PREFETCH_BYTES (FL_PREFETCH_AHEAD * 4)
+
+/* int8 sums of NB rows of inputs for NB / P output rows (P parts each); one row keeps two sets
+ * of accumulators (even and odd input groups) so that eight chains of vpdpbusd overlap:
+ * integer sums, so no change to any bit. */
+FL_VNNI static FL_INLINE void int8_rows_vnni(const int NB, const int M, const int P,
+                                             const fl_qtile *t, __mmask16 n)
+{
+    const int SETS = NB == 1 ? 2 : 1, K4 = t->Kp / 4;
+    const int8_t *w = (const int8_t *)t->w;
+    __m512i acc[2][6][4];
+    int k, r, m, s;
+    for (s = 0; s < SETS; s++)
+        for (r = 0; r < NB; r++)
+            for (m = 0; m < M; m++) acc[s][r][m] = _mm512_setzero_si512();
+    for (k = 0; k < K4; k += SETS)
+        for (s = 0; s < SETS && k + s < K4; s++) {
+            const int8_t *wk = w + (size_t)(k + s) * M * 64;
+            __m512i wv[4];
+            for (m = 0; m < M; m++) {
+                wv[m] = _mm512_loadu_si512(wk + m * 64);
+                _mm_prefetch((const char *)(wk + m * 64 + FL_Q_PREFETCH_BYTES), _MM_HINT_T0);
+            }
+            for (r = 0; r < NB; r++) {
+                int32_t four;
+                __m512i xb;
+                memcpy(&four, (const uint8_t *)t->x + (size_t)r * t->x_ld + (size_t)(k + s) * 4, 4);
+                xb = _mm512_set1_epi32(four);
+                for (m = 0; m < M; m++) acc[s][r][m] = _mm512_dpbusd_epi32(acc[s][r][m], xb, wv[m]);
+            }
+        }
+    for (m = 0; m < M; m++) {
+        const size_t unit = (size_t)m * t->m_stride;
+        const __m512i comp = _mm512_maskz_loadu_epi32(n, t->w_comp + unit);
+        const __m512 ws = _mm512_maskz_loadu_ps(n, t->w_scale + unit);
+        for (r = 0; r < NB / P; r++) {
+            __m512 v[2];
+            for (s = 0; s < P; s++) {
+                const int xr = r * P + s;
+                const __m512i sum = SETS == 2 ? _mm512_add_epi32(acc[0][xr][m], acc[1][xr][m])
+                                              : acc[0][xr][m];
+                const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(t->x_scale[xr]), ws);
+                v[s] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum, comp)), scale);
+            }
+            _mm512_mask_storeu_ps(t->out + (size_t)r * t->out_ld + unit, n,
+                                  P == 2 ? _mm512_add_ps(v[0], v[1]) : v[0]);
+        }
+    }
+}
+
+FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
+{
+    const __mmask16 n = lanes(t->width);
+    const int nb = t->nb * t->parts;
+    if (t->parts == 2) {
+        /* input products: four gates */
+#define FL_Q42(NB) if (NB % 2 == 0) int8_rows_vnni(NB, 4, 2, t, n)
+        FL_ROWS_CASES(FL_Q42)
+#undef FL_Q42
+    } else if (t->M == 4) {
+#define FL_Q4(NB) int8_rows_vnni(NB, 4, 1, t, n)
+        FL_ROWS_CASES(FL_Q4)
+#undef FL_Q4
+    } else {
+#define FL_Q1(NB) int8_rows_vnni(NB, 1, 1, t, n)
+        FL_ROWS_CASES(FL_Q1)
+#undef FL_Q1
+    }
+}
+
+/* bfloat16 sums of NB rows of inputs for NB / P output rows: one vdpbf16ps chain a unit,
+ * whatever NB, so that a row's bits never depend on the rows beside it. */
+FL_BF16 static FL_INLINE void bf16_rows_native(const int NB, const int M, const int P,
+                                               const fl_qtile *t, __mmask16 n)
+{
+    const int K2 = t->Kp / 2;
+    const uint16_t *w = (const uint16_t *)t->w;
+    __m512 acc[6][4];
+    int k, r, m;
+    for (r = 0; r < NB; r++)
+        for (m = 0; m < M; m++) acc[r][m] = _mm512_setzero_ps();
+    for (k = 0; k < K2; k++) {
+        const uint16_t *wk = w + (size_t)k * M * 32;
+        __m512i wv[4];
+        for (m = 0; m < M; m++) {
+            wv[m] = _mm512_loadu_si512(wk + m * 32);
+            _mm_prefetch((const char *)(wk + m * 32) + FL_Q_PREFETCH_BYTES, _MM_HINT_T0);
+        }
+        for (r = 0; r < NB; r++) {
+            int32_t two;
+            __m512i xb;
+            memcpy(&two, (const uint16_t *)t->x + (size_t)r * t->x_ld + (size_t)k * 2, 4);
+            xb = _mm512_set1_epi32(two);
+            for (m = 0; m < M; m++)
+                acc[r][m] = _mm512_dpbf16_ps(acc[r][m], (__m512bh)wv[m], (__m512bh)xb);
+        }
+    }
+    for (r = 0; r < NB / P; r++)
+        for (m = 0; m < M; m++)
+            _mm512_mask_storeu_ps(t->out + (size_t)r * t->out_ld + (size_t)m * t->m_stride, n,
+                                  P == 2 ? _mm512_add_ps(acc[2 * r][m], acc[2 * r + 1][m])
+                                         : acc[r][m]);
+}
+
+FL_BF16 static void qtile_bf16_native(const fl_qtile *t)
+{
+    const __mmask16 n = lanes(t->width);
+    const int nb = t->nb * t->parts;
+    if (t->parts == 2) {
+#define FL_Q42(NB) if (NB % 2 == 0) bf16_rows_native(NB, 4, 2, t, n)
+        FL_ROWS_CASES(FL_Q42)
+#undef FL_Q42
+    } else if (t->M == 4) {
+#define FL_Q4(NB) bf16_rows_native(NB, 4, 1, t, n)
+        FL_ROWS_CASES(FL_Q4)
+#undef FL_Q4
+    } else {
+#define FL_Q1(NB) bf16_rows_native(NB, 1, 1, t, n)
+        FL_ROWS_CASES(FL_Q1)
+#undef FL_Q1
+    }
+}
+
+static int cpu_has_vnni(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+}
+
+static int cpu_has_bf16(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+}
+
+static const fl_qkernel int8_avx512[] = {
+    {qtile_int8_vnni, cpu_has_vnni, "int8 avx512 (vpdpbusd)"},
+    {fl_qtile_int8_avx2, fl_cpu_runs_table, "int8 avx2 (widening)"}, {NULL, NULL, NULL}};
+static const fl_qkernel bf16_avx512[] = {
+    {qtile_bf16_native, cpu_has_bf16, "bfloat16 avx512 (vdpbf16ps)"},
+    {fl_qtile_bf16_avx2, fl_cpu_runs_table, "bfloat16 avx2 (widening)"}, {NULL, NULL, NULL}};
+
 const fl_simd_table fl_simd_avx512 = {tile_avx512, pair_avx512, fl_sigmoid_avx2, fl_tanh_avx2,
                                       standard_cell_avx512, gates_cell_avx512,
-                                      FL_TILE_ROWS_MAX, 16, 1, "avx512"};
+                                      FL_TILE_ROWS_MAX, 16, 1, "avx512",
+                                      {NULL, int8_avx512, bf16_avx512}};
 #endif

@@ -3,7 +3,7 @@
  * Adding an instruction set is adding its file, which fills an fl_simd_table, and its line
  * in find_usable below. */
 #include "fastlstm.h"
-#include "fl_simd.h"
+#include "fl_simd_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +52,17 @@ const fl_simd_table *fl_simd(void)
         chosen = pick;
     }
     return chosen;
+}
+
+int fl_cpu_runs_table(void) { return 1; }
+
+const fl_qkernel *fl_qtile_kernel(const fl_simd_table *table, int precision, int i)
+{
+    const fl_qkernel *k;
+    if (precision <= FL_PREC_FLOAT32 || precision >= FL_PRECISIONS) return NULL;
+    for (k = table->quantized[precision]; k->tile != NULL; k++)
+        if (k->usable() && i-- == 0) return k;
+    return NULL;
 }
 
 const char *fl_simd_name(void) { return fl_simd()->name; }

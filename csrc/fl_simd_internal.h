@@ -86,7 +86,14 @@ static const float fl_tanh_poly[FL_POLY_TERMS] __attribute__((unused)) = {
 #define FL_TANH_SMALL 0.55f
 #define FL_TANH_2X_MAX 40.0f
 
+/* For a table's kernels that need no more than the table: always 1. */
+int fl_cpu_runs_table(void);
+
 #if FL_SIMD_X86
+/* The AVX2 widening products (fl_qtile), which the AVX-512 table falls back on. */
+void fl_qtile_int8_avx2(const fl_qtile *t);
+void fl_qtile_bf16_avx2(const fl_qtile *t);
+
 /* The AVX2 activations over n floats, which the AVX-512 table shares for the generic cell. */
 void fl_sigmoid_avx2(float *v, int n);
 void fl_tanh_avx2(float *v, int n);

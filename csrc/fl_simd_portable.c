@@ -4,6 +4,7 @@
 #include "fl_simd_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 static void tile_block_portable(int M, const float *wp, int K, const float *x, int x_ld, int nb,
@@ -65,6 +66,67 @@ static void tanh_portable(float *v, int n)
     for (j = 0; j < n; j++) v[j] = tanhf(v[j]);
 }
 
+
+/* ---------------------------------------------------------------- reduced precision */
+
+static void qtile_int8_portable(const fl_qtile *t)
+{
+    const int U = t->units, M = t->M;
+    int kq, m, r, u, j, part;
+    for (r = 0; r < t->nb; r++)
+        for (m = 0; m < M; m++)
+            for (u = 0; u < t->width; u++) {
+                const size_t unit = (size_t)m * t->m_stride + u;
+                float v[2];
+                for (part = 0; part < t->parts; part++) {
+                    const size_t xrow = (size_t)r * t->parts + part;
+                    const uint8_t *x = (const uint8_t *)t->x + xrow * t->x_ld;
+                    const int8_t *w = (const int8_t *)t->w + ((size_t)m * U + u) * 4;
+                    int32_t acc = 0;
+                    for (kq = 0; kq < t->Kp / 4; kq++, w += (size_t)M * U * 4)
+                        for (j = 0; j < 4; j++) acc += (int32_t)w[j] * (int32_t)x[kq * 4 + j];
+                    v[part] = (float)(acc - t->w_comp[unit]) * (t->x_scale[xrow] * t->w_scale[unit]);
+                }
+                t->out[(size_t)r * t->out_ld + unit] = t->parts == 2 ? v[0] + v[1] : v[0];
+            }
+}
+
+static inline float bf16_value(uint16_t v)
+{
+    const uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+static void qtile_bf16_portable(const fl_qtile *t)
+{
+    const int U = t->units, M = t->M;
+    int kp, m, r, u, part;
+    for (r = 0; r < t->nb; r++)
+        for (m = 0; m < M; m++)
+            for (u = 0; u < t->width; u++) {
+                float v[2];
+                for (part = 0; part < t->parts; part++) {
+                    const uint16_t *x = (const uint16_t *)t->x + ((size_t)r * t->parts + part) * t->x_ld;
+                    const uint16_t *w = (const uint16_t *)t->w + ((size_t)m * U + u) * 2;
+                    float acc = 0.0f;
+                    for (kp = 0; kp < t->Kp / 2; kp++, w += (size_t)M * U * 2) {
+                        acc = fmaf(bf16_value(w[0]), bf16_value(x[2 * kp]), acc);
+                        acc = fmaf(bf16_value(w[1]), bf16_value(x[2 * kp + 1]), acc);
+                    }
+                    v[part] = acc;
+                }
+                t->out[(size_t)r * t->out_ld + (size_t)m * t->m_stride + u] =
+                    t->parts == 2 ? v[0] + v[1] : v[0];
+            }
+}
+
+static const fl_qkernel int8_portable[] = {{qtile_int8_portable, fl_cpu_runs_table, "int8 portable"},
+                                           {NULL, NULL, NULL}};
+static const fl_qkernel bf16_portable[] = {{qtile_bf16_portable, fl_cpu_runs_table, "bfloat16 portable"},
+                                           {NULL, NULL, NULL}};
+
 const fl_simd_table fl_simd_portable = {tile_portable, pair_portable, sigmoid_portable,
                                         tanh_portable, NULL, NULL, FL_TILE_ROWS, 8, 0,
-                                        "portable"};
+                                        "portable", {NULL, int8_portable, bf16_portable}};

@@ -38,6 +38,14 @@
 /* Batch rows per tile of the portable kernels (plain C, accumulators on the stack). */
 #define FL_TILE_ROWS 3
 
+/* ---------------------------------------------------------------- reduced precision */
+
+/* Rows of inputs to the W_ih products are quantized as this many parts, x = hi + lo (see
+ * fl_quantize_rows): the inputs' rounding made most of int8's error and half of bfloat16's
+ * (docs/precision.md), and their products are the cheap ones (off the recurrent path for
+ * small batches). 1: one part. h keeps one part: its range is known (|h| < 1). */
+#define FL_INPUT_PARTS 2
+
 /* ---------------------------------------------------------------- threads */
 
 /* Below this many multiply-adds per step, waking a second thread costs more than it saves. */

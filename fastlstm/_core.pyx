@@ -40,6 +40,16 @@ cdef extern from "fastlstm.h" nogil:
         float gate_clip, cell_clip, proj_clip
         fl_activation gate_act, cell_act, out_act
         int standard
+        int precision
+        const void *w_ih_q
+        const void *w_hh_q
+        const void *w_hr_q
+        const float *w_ih_scale
+        const float *w_hh_scale
+        const float *w_hr_scale
+        const int *w_ih_comp
+        const int *w_hh_comp
+        const int *w_hr_comp
 
     ctypedef struct fl_run_plan:
         int by_step, single_row, by_tiles, compact, fused, threads, by_rows, ask_ahead
@@ -75,11 +85,20 @@ cdef extern from "fastlstm.h" nogil:
         const long long *gx_start
         const int *state_rows
         float *xc
+        float *qx
+        float *qh
 
     void fl_run_sequence(const fl_cell *cell, const fl_seq *seq, fl_sgemm_fn sgemm)
     size_t fl_packed_size(int groups, int units, int K)
     void fl_pack(const float *w, int groups, int units, int K, float *out)
     void fl_activate(fl_activation act, float *v, int n)
+    enum:
+        FL_PREC_FLOAT32, FL_PREC_INT8, FL_PREC_BF16
+    int fl_padded_k(int precision, int K)
+    size_t fl_packed_q_bytes(int precision, int groups, int units, int K)
+    void fl_pack_q(int precision, const void *w, int groups, int units, int K, void *out)
+    void fl_quantize_rows(int precision, const float *x, size_t x_ld, int rows, int K,
+                          int parts, void *out, float *scales)
     int fl_openmp_enabled()
     int fl_openmp_version()
     int fl_openmp_used_in_parallel()
@@ -190,15 +209,38 @@ def apply_activation(tuple spec, float[::1] values):
         fl_activate(_activation(spec), &values[0], <int>values.shape[0])
 
 
+PRECISION_CODES = {"float32": FL_PREC_FLOAT32, "int8": FL_PREC_INT8, "bfloat16": FL_PREC_BF16}
+
+
+cdef object _packed_q(int precision, object codes, int groups, int units, int K):
+    """codes (groups*units, K) of int8 or bfloat16 bits (uint16) packed by fl_pack_q, on a
+    64-byte boundary."""
+    cdef size_t n = fl_packed_q_bytes(precision, groups, units, K)
+    buf = _aligned_empty((n + 3) // 4).view(np.uint8)
+    cdef unsigned char[::1] dst = buf
+    src = np.ascontiguousarray(codes)
+    cdef const unsigned char[::1] raw = src.reshape(-1).view(np.uint8)
+    fl_pack_q(precision, &raw[0], groups, units, K, &dst[0])
+    return buf
+
+
 cdef class CellKernel:
-    """One direction of one layer: packed float32 weights and the C cell description."""
+    """One direction of one layer: packed weights (float32, or int8 / bfloat16 with
+    ``precision``) and the C cell description."""
     cdef fl_cell cell
     cdef readonly object w_ih, w_hh, bias, w_hr, peephole, w_ih_packed, w_hh_packed, w_hr_packed
+    cdef readonly object quantized   # name -> (packed codes, row scales, row sums * 128)
     cdef readonly int input_size, hidden_size, output_size
     cdef readonly bint reverse    # runs backward over each sequence's valid steps
+    cdef readonly str precision
 
     def __init__(self, w_ih, w_hh, bias, w_hr, peephole, *, gate_act, cell_act, out_act,
-                 gate_clip, cell_clip, proj_clip, bint input_forget, bint reverse=False):
+                 gate_clip, cell_clip, proj_clip, bint input_forget, bint reverse=False,
+                 str precision="float32", dict codes=None):
+        """``codes`` (with int8 or bfloat16): per weight name (weight_ih, weight_hh, and
+        weight_hr with a projection) its (codes, scales): int8 codes with a float32 scale per
+        row, or bfloat16 bit patterns (uint16) with None; w_ih, w_hh and w_hr are then the
+        values they stand for."""
         self.w_ih = np.ascontiguousarray(w_ih, dtype=np.float32)
         self.w_hh = np.ascontiguousarray(w_hh, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -222,12 +264,13 @@ cdef class CellKernel:
         self.cell.w_hh = _ptr(self.w_hh.reshape(-1))
         self.cell.bias = _ptr(self.bias)
         self.cell.w_hr = NULL if self.w_hr is None else _ptr(self.w_hr.reshape(-1))
-        self.w_ih_packed = _packed(self.w_ih, 4, H, I)
-        self.cell.w_ih_packed = _ptr(self.w_ih_packed)
-        self.w_hh_packed = _packed(self.w_hh, 4, H, O)
-        self.cell.w_hh_packed = _ptr(self.w_hh_packed)
-        self.w_hr_packed = None if self.w_hr is None else _packed(self.w_hr, 1, O, H)
-        self.cell.w_hr_packed = NULL if self.w_hr is None else _ptr(self.w_hr_packed)
+        if precision == "float32":
+            self.w_ih_packed = _packed(self.w_ih, 4, H, I)
+            self.cell.w_ih_packed = _ptr(self.w_ih_packed)
+            self.w_hh_packed = _packed(self.w_hh, 4, H, O)
+            self.cell.w_hh_packed = _ptr(self.w_hh_packed)
+            self.w_hr_packed = None if self.w_hr is None else _packed(self.w_hr, 1, O, H)
+            self.cell.w_hr_packed = NULL if self.w_hr is None else _ptr(self.w_hr_packed)
         self.cell.peephole = NULL if self.peephole is None else _ptr(self.peephole.reshape(-1))
         self.cell.input_forget = input_forget
         self.cell.has_gate_clip = gate_clip is not None
@@ -242,10 +285,60 @@ cdef class CellKernel:
         self.cell.standard = (gate_act[0] == "sigmoid" and cell_act[0] == "tanh"
                               and out_act[0] == "tanh" and peephole is None and not input_forget
                               and gate_clip is None and cell_clip is None)
+        self.precision = precision
+        self.quantized = {}
+        if precision != "float32":
+            self._set_codes(precision, codes or {})
         for a in (self.w_ih, self.w_hh, self.bias, self.w_hr, self.peephole, self.w_ih_packed,
                   self.w_hh_packed, self.w_hr_packed):
             if a is not None:
                 a.flags.writeable = False
+
+    cdef _set_codes(self, str precision, dict codes):
+        if precision not in PRECISION_CODES:
+            raise ValueError(f"CellKernel: precision must be one of {sorted(PRECISION_CODES)}, "
+                             f"got {precision!r}")
+        cdef int prec = PRECISION_CODES[precision]
+        cdef int I = self.input_size, H = self.hidden_size, O = self.output_size
+        want = {"weight_ih": (4, H, I), "weight_hh": (4, H, O)}
+        if self.w_hr is not None:
+            want["weight_hr"] = (1, O, H)
+        if set(codes) != set(want):
+            raise ValueError(f"CellKernel: codes for {sorted(want)} expected, got {sorted(codes)}")
+        dtype = np.int8 if prec == FL_PREC_INT8 else np.uint16
+        for name, (groups, units, K) in want.items():
+            q, scales = codes[name]
+            q = np.ascontiguousarray(q)
+            if q.dtype != dtype or q.shape != (groups * units, K):
+                raise ValueError(f"CellKernel: {name} codes must be {np.dtype(dtype)} of shape "
+                                 f"{(groups * units, K)}, got {q.dtype} {q.shape}")
+            packed = _packed_q(prec, q, groups, units, K)
+            if prec == FL_PREC_INT8:
+                scales = np.ascontiguousarray(scales, dtype=np.float32)
+                if scales.shape != (groups * units,):
+                    raise ValueError(f"CellKernel: {name} scales must have shape "
+                                     f"{(groups * units,)}, got {scales.shape}")
+                comp = (128 * q.astype(np.int64).sum(axis=1)).astype(np.int32)
+            else:
+                scales = comp = None
+            for a in (packed, scales, comp):
+                if a is not None:
+                    a.flags.writeable = False
+            self.quantized[name] = (packed, scales, comp)
+        self.cell.precision = prec
+        self.cell.w_ih_q = cnp.PyArray_DATA(self.quantized["weight_ih"][0])
+        self.cell.w_hh_q = cnp.PyArray_DATA(self.quantized["weight_hh"][0])
+        if self.w_hr is not None:
+            self.cell.w_hr_q = cnp.PyArray_DATA(self.quantized["weight_hr"][0])
+        if prec == FL_PREC_INT8:
+            self.cell.w_ih_scale = <const float *>cnp.PyArray_DATA(self.quantized["weight_ih"][1])
+            self.cell.w_hh_scale = <const float *>cnp.PyArray_DATA(self.quantized["weight_hh"][1])
+            self.cell.w_ih_comp = <const int *>cnp.PyArray_DATA(self.quantized["weight_ih"][2])
+            self.cell.w_hh_comp = <const int *>cnp.PyArray_DATA(self.quantized["weight_hh"][2])
+            if self.w_hr is not None:
+                self.cell.w_hr_scale = <const float *>cnp.PyArray_DATA(self.quantized["weight_hr"][1])
+                self.cell.w_hr_comp = <const int *>cnp.PyArray_DATA(self.quantized["weight_hr"][2])
+
 
 
 cdef class Plan:
@@ -259,7 +352,7 @@ cdef class Plan:
     cdef readonly bint lengths, stepwise, uses_blas
     cdef readonly bint compact     # some run projects only the valid rows (needs gx_start)
     cdef readonly int threads      # asked for; each run may use fewer
-    cdef readonly tuple floats     # gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
+    cdef readonly tuple floats     # gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc, qx, qh
     cdef readonly Py_ssize_t nbytes
     cdef readonly Py_ssize_t projected_rows, gates   # the input projection's buffer
 
@@ -328,7 +421,7 @@ cdef inline float *_data(cnp.ndarray a):
 @cython.auto_pickle(False)
 cdef class Workspace:
     """Scratch buffers of the sizes a plan asks for; any plan it ``fits`` may use them."""
-    cdef readonly cnp.ndarray gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc
+    cdef readonly cnp.ndarray gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc, qx, qh
     cdef readonly tuple floats
     cdef readonly Py_ssize_t nbytes
 
@@ -337,12 +430,13 @@ cdef class Workspace:
         self.floats, self.nbytes = n, plan.nbytes
         self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull = [
             _aligned_empty(k) for k in n[:6]]
-        self.buf_a, self.buf_b, self.xc = [np.empty(k, np.float32) for k in n[6:]]
+        self.buf_a, self.buf_b, self.xc = [np.empty(k, np.float32) for k in n[6:9]]
+        self.qx, self.qh = [_aligned_empty(k) for k in n[9:]]
 
     def fits(self, Plan plan):
         """Whether a run following ``plan`` can use these buffers."""
         cdef Py_ssize_t k
-        for k in range(9):
+        for k in range(FL_BUFS):
             if <Py_ssize_t>plan.floats[k] > <Py_ssize_t>self.floats[k]:
                 return False
         return True
@@ -435,6 +529,7 @@ cdef class Runner:
         base.row_b = plan.steps if batch_first else 1
         base.row_t = 1 if batch_first else plan.batch
         base.xc, base.gx, base.pre = _data(ws.xc), _data(ws.gx), _data(ws.pre)
+        base.qx, base.qh = _data(ws.qx), _data(ws.qh)
         base.cs, base.hs, base.hs2 = _data(ws.cs), _data(ws.hs), _data(ws.hs2)
         self.uses_blas = plan.uses_blas
         x_ld = <int>self.in_width
@@ -675,6 +770,26 @@ cdef extern from "fl_simd.h" nogil:
                                 float **, int, int, int, int) noexcept nogil
     ctypedef void (*fl_fused_fn)(const fl_fused *) noexcept nogil
 
+    ctypedef struct fl_qtile:
+        int M, units
+        const void *w
+        int Kp
+        const void *x
+        int x_ld
+        const float *x_scale
+        int parts
+        int nb
+        float *out
+        int out_ld, m_stride, width
+        const float *w_scale
+        const int *w_comp
+
+    ctypedef void (*fl_qtile_fn)(const fl_qtile *) noexcept nogil
+
+    ctypedef struct fl_qkernel:
+        fl_qtile_fn tile
+        const char *name
+
     ctypedef struct fl_simd_table:
         fl_tile_fn tile
         fl_pair_fn pair
@@ -688,6 +803,7 @@ cdef extern from "fl_simd.h" nogil:
         const char *name
 
     const fl_simd_table *fl_simd_usable(int i)
+    const fl_qkernel *fl_qtile_kernel(const fl_simd_table *table, int precision, int i)
 
     enum:
         FL_K_CHUNK, FL_TILE_ROWS_MAX, FL_LINE_FLOATS, FL_STEP_PROJECTION_MIN_BATCH
@@ -833,3 +949,74 @@ def _gates_cell_for_test(str isa, const float[::1] wp, int K, const float[:, ::1
     with nogil:
         t.gates_cell(&f)
     return True
+
+
+def _qkernels_for_test(str isa, str precision):
+    """Test hook: the names of the table's reduced-precision product kernels this CPU runs,
+    the one runs use first."""
+    cdef const fl_simd_table *t = _table_for_test(isa)
+    cdef int i = 0
+    found = []
+    while fl_qtile_kernel(t, PRECISION_CODES[precision], i) != NULL:
+        found.append(fl_qtile_kernel(t, PRECISION_CODES[precision], i).name.decode())
+        i += 1
+    return found
+
+
+def _quantize_rows_for_test(str precision, const float[:, ::1] x, int parts=1):
+    """Test hook: fl_quantize_rows of x's rows: (codes (rows * parts, padded K) uint8 or
+    uint16, scales (rows * parts,))."""
+    cdef int prec = PRECISION_CODES[precision]
+    cdef int rows = <int>x.shape[0], K = <int>x.shape[1], Kp = fl_padded_k(prec, K)
+    _need(prec != FL_PREC_FLOAT32 and rows >= 1 and K >= 1, "a reduced precision and rows")
+    _need(parts == 1 or parts == 2, "parts is 1 or 2")
+    codes = np.zeros((rows * parts, Kp), np.uint8 if prec == FL_PREC_INT8 else np.uint16)
+    scales = np.zeros(rows * parts, np.float32)
+    cdef float[::1] sc = scales
+    cdef void *out = cnp.PyArray_DATA(<cnp.ndarray>codes)
+    with nogil:
+        fl_quantize_rows(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
+    return codes, scales
+
+
+def _qtile_for_test(str isa, str precision, int variant, int M, codes, int K, x_codes,
+                    const float[::1] x_scale, float[:, ::1] out, int m_stride, int width,
+                    const float[::1] w_scale=None, const int[::1] w_comp=None, int parts=1):
+    """Test hook: the table's `variant`-th product kernel of `precision` (see
+    _qkernels_for_test) on one block: codes (M*units, K) int8 or uint16 rows (one block of
+    the table's units), packed here; x_codes (nb, padded K) from _quantize_rows_for_test;
+    out[r, m*m_stride + u] as in fl_qtile (fl_simd.h); w_scale, w_comp at unit 0."""
+    cdef const fl_simd_table *t = _table_for_test(isa)
+    cdef int prec = PRECISION_CODES[precision]
+    cdef const fl_qkernel *k = fl_qtile_kernel(t, prec, variant)
+    cdef fl_qtile q
+    cdef int nb = <int>x_codes.shape[0] // parts
+    _need(k != NULL, "a kernel this CPU runs")
+    _need(M == 1 or M == 4, "M is 1 or 4")
+    _need((parts == 1 or (parts == 2 and M == 4)) and x_codes.shape[0] == nb * parts,
+          "parts: 1, or 2 with M = 4")
+    _need(nb * parts <= t.rows, "rows")
+    _need(1 <= nb and 1 <= width <= t.units, "rows and width")
+    _need(codes.shape == (M * t.units, K) and x_codes.shape[1] == fl_padded_k(prec, K),
+          "codes and x_codes shapes")
+    _need(out.shape[0] == nb and out.shape[1] >= (M - 1) * m_stride + width, "out's shape")
+    if prec == FL_PREC_INT8:
+        _need(w_scale is not None and w_comp is not None and x_scale.shape[0] >= nb * parts
+              and w_scale.shape[0] >= (M - 1) * m_stride + width
+              and w_comp.shape[0] >= (M - 1) * m_stride + width, "scales")
+    # fl_pack_q packs with the process's table's units, so pack by hand for this one
+    per = 4 if prec == FL_PREC_INT8 else 2
+    Kp = fl_padded_k(prec, K)
+    padded = np.zeros((M * t.units, Kp), codes.dtype)
+    padded[:, :K] = codes
+    packed = np.ascontiguousarray(
+        padded.reshape(M, t.units, Kp // per, per).transpose(2, 0, 1, 3))
+    xc = np.ascontiguousarray(x_codes)
+    q.M, q.units, q.w, q.Kp = M, t.units, cnp.PyArray_DATA(packed), Kp
+    q.x, q.x_ld, q.nb, q.parts = cnp.PyArray_DATA(xc), Kp, nb, parts
+    q.x_scale = &x_scale[0] if x_scale is not None and x_scale.shape[0] else NULL
+    q.out, q.out_ld, q.m_stride, q.width = &out[0, 0], <int>out.shape[1], m_stride, width
+    q.w_scale = &w_scale[0] if w_scale is not None else NULL
+    q.w_comp = &w_comp[0] if w_comp is not None else NULL
+    with nogil:
+        k.tile(&q)

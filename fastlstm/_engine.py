@@ -27,7 +27,7 @@ from ._checks import MAX_INDEX, check_memory, check_shape, float_array
 gather_rows = _core.gather_rows
 
 
-def _kernel(layer, params, reverse):
+def _kernel(layer, params, codes, reverse):
     o = layer.options
     H = layer.hidden_size
     bias = params["bias_ih"].astype(np.float32) + params["bias_hh"]
@@ -36,7 +36,8 @@ def _kernel(layer, params, reverse):
         params["weight_ih"], params["weight_hh"], bias, params.get("weight_hr"),
         params.get("peephole"), gate_act=o.recurrent_activation, cell_act=o.activation,
         out_act=o.output_activation, gate_clip=o.gate_clip, cell_clip=o.cell_clip,
-        proj_clip=o.proj_clip, input_forget=o.input_forget, reverse=reverse)
+        proj_clip=o.proj_clip, input_forget=o.input_forget, reverse=reverse,
+        precision=layer.precision, codes=codes or None)
 
 
 class Engine:
@@ -58,8 +59,13 @@ class Engine:
         self.bidirectional = bidirectional
         self.batch_first = batch_first
         # a layer's second direction, and the one direction of a reverse layer, run backward
-        self.kernels = [[_kernel(layer, p, d == 1 or layer.reverse)
+        self.kernels = [[_kernel(layer, p, layer.codes[d] if layer.codes else None,
+                                 d == 1 or layer.reverse)
                          for d, p in enumerate(layer.directions)] for layer in layers]
+        self.precision = layers[0].precision
+        if any(l.precision != self.precision for l in layers):
+            raise ValueError(f"layers must share one precision, got "
+                             f"{[l.precision for l in layers]}")
         self.steps_forward = not any(l.reverse or len(l.directions) > 1 for l in layers)
         self.directions = 2 if bidirectional else 1
         self.input_size = layers[0].input_size

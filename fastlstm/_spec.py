@@ -73,6 +73,11 @@ class Layer:
     options: CellOptions
     directions: tuple
     reverse: bool = False
+    # "float32", or "int8" / "bfloat16" (fastlstm.precision): then ``codes`` holds, per
+    # direction, each quantized weight's (codes, scales) and ``directions`` the float32
+    # values they stand for
+    precision: str = "float32"
+    codes: tuple = ()
 
     @property
     def output_size(self):

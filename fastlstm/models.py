@@ -17,6 +17,7 @@ from . import io
 from ._checks import (check_bool, check_int, check_memory, check_shape, float_array,
                       lengths_array)
 from ._engine import Engine
+from .precision import check_precision, quantize_layer
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
 from ._typing import Array, ArrayLike, CellState, PathLike, State, StateArray
 
@@ -99,6 +100,11 @@ class _Stack:
     @property
     def num_directions(self) -> int:
         return self._engine.directions
+
+    @property
+    def precision(self) -> str:
+        """The weights' precision: "float32", or "int8" / "bfloat16" (``fastlstm.quantize``)."""
+        return self._engine.precision
 
     @property
     def initial_state(self):
@@ -484,3 +490,17 @@ def load(path: PathLike) -> LSTM | LSTMCell:
         return LSTMCell.from_layer(parts["layers"][0])
     return LSTM.from_layers(parts["layers"], bidirectional=parts["bidirectional"],
                             batch_first=parts["batch_first"], initial_state=parts["initial_state"])
+
+
+def quantize(model: LSTM | LSTMCell, precision: str) -> LSTM | LSTMCell:
+    """A copy of ``model`` (LSTM or LSTMCell) whose weights are in ``precision``: "int8",
+    "bfloat16", or "float32" (a float32 copy; of a quantized model, the values its codes stand
+    for). Same class, same API; see ``fastlstm.precision`` for what is quantized and how."""
+    if not isinstance(model, (LSTM, LSTMCell)):
+        raise TypeError(f"model must be a fastlstm LSTM or LSTMCell, got {type(model).__name__}")
+    check_precision(precision)
+    layers = [quantize_layer(layer, precision) for layer in model.layers]
+    if isinstance(model, LSTMCell):
+        return LSTMCell.from_layer(layers[0])
+    return LSTM.from_layers(layers, bidirectional=model.bidirectional,
+                            batch_first=model.batch_first, initial_state=model.initial_state)

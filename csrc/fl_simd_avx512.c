@@ -314,6 +314,24 @@ FL_AVX512 static void gates_cell_avx512(const fl_fused *f)
 /* int8 sums of NB rows of inputs for NB / P output rows (P parts each); one row keeps two sets
  * of accumulators (even and odd input groups) so that eight chains of vpdpbusd overlap:
  * integer sums, so no change to any bit. */
+FL_VNNI static FL_INLINE void int8_group_vnni(const int NB, const int M, const fl_qtile *t,
+                                              const int8_t *wk, int k, __m512i acc[6][4])
+{
+    __m512i wv[4];
+    int r, m;
+    for (m = 0; m < M; m++) {
+        wv[m] = _mm512_loadu_si512(wk + m * 64);
+        _mm_prefetch((const char *)(wk + m * 64 + FL_Q_PREFETCH_BYTES), _MM_HINT_T0);
+    }
+    for (r = 0; r < NB; r++) {
+        int32_t four;
+        __m512i xb;
+        memcpy(&four, (const uint8_t *)t->x + (size_t)r * t->x_ld + (size_t)k * 4, 4);
+        xb = _mm512_set1_epi32(four);
+        for (m = 0; m < M; m++) acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], xb, wv[m]);
+    }
+}
+
 FL_VNNI static FL_INLINE void int8_rows_vnni(const int NB, const int M, const int P,
                                              const fl_qtile *t, __mmask16 n)
 {
@@ -324,22 +342,11 @@ FL_VNNI static FL_INLINE void int8_rows_vnni(const int NB, const int M, const in
     for (s = 0; s < SETS; s++)
         for (r = 0; r < NB; r++)
             for (m = 0; m < M; m++) acc[s][r][m] = _mm512_setzero_si512();
-    for (k = 0; k < K4; k += SETS)
-        for (s = 0; s < SETS && k + s < K4; s++) {
-            const int8_t *wk = w + (size_t)(k + s) * M * 64;
-            __m512i wv[4];
-            for (m = 0; m < M; m++) {
-                wv[m] = _mm512_loadu_si512(wk + m * 64);
-                _mm_prefetch((const char *)(wk + m * 64 + FL_Q_PREFETCH_BYTES), _MM_HINT_T0);
-            }
-            for (r = 0; r < NB; r++) {
-                int32_t four;
-                __m512i xb;
-                memcpy(&four, (const uint8_t *)t->x + (size_t)r * t->x_ld + (size_t)(k + s) * 4, 4);
-                xb = _mm512_set1_epi32(four);
-                for (m = 0; m < M; m++) acc[s][r][m] = _mm512_dpbusd_epi32(acc[s][r][m], xb, wv[m]);
-            }
-        }
+    for (k = 0; k + SETS <= K4; k += SETS) {
+        int8_group_vnni(NB, M, t, w + (size_t)k * M * 64, k, acc[0]);
+        if (SETS == 2) int8_group_vnni(NB, M, t, w + (size_t)(k + 1) * M * 64, k + 1, acc[1]);
+    }
+    if (k < K4) int8_group_vnni(NB, M, t, w + (size_t)k * M * 64, k, acc[0]);
     for (m = 0; m < M; m++) {
         const size_t unit = (size_t)m * t->m_stride;
         const __m512i comp = _mm512_maskz_loadu_epi32(n, t->w_comp + unit);
@@ -359,7 +366,7 @@ FL_VNNI static FL_INLINE void int8_rows_vnni(const int NB, const int M, const in
     }
 }
 
-FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
+FL_VNNI static void qtile_int8_rows_vnni(const fl_qtile *t)
 {
     const __mmask16 n = lanes(t->width);
     const int nb = t->nb * t->parts;
@@ -376,6 +383,23 @@ FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
 #define FL_Q1(NB) int8_rows_vnni(NB, 1, 1, t, n)
         FL_ROWS_CASES(FL_Q1)
 #undef FL_Q1
+    }
+}
+
+/* Passes of at most FL_VNNI_ACCUMULATORS accumulators: measured on Zen 5, vpdpbusd keeps its
+ * two a cycle with up to 12-14 accumulators in flight and falls to one or less with 16-24 (not
+ * so vdpbf16ps or vfmadd). The block's weights stay in L1 between passes. */
+FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
+{
+    const int most = FL_VNNI_ACCUMULATORS / (4 * t->parts) > 0 ? FL_VNNI_ACCUMULATORS / (4 * t->parts) : 1;
+    fl_qtile pass = *t;
+    int r;
+    for (r = 0; r < t->nb; r += most) {
+        pass.nb = t->nb - r < most ? t->nb - r : most;
+        pass.x = (const uint8_t *)t->x + (size_t)r * t->parts * t->x_ld;
+        pass.x_scale = t->x_scale + (size_t)r * t->parts;
+        pass.out = t->out + (size_t)r * t->out_ld;
+        qtile_int8_rows_vnni(&pass);
     }
 }
 

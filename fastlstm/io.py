@@ -6,7 +6,7 @@ and is always opened with ``allow_pickle=False``, so loading never executes code
 
 - ``__fastlstm__``: a 0-d unicode array holding a JSON object::
 
-      {"format": "fastlstm", "version": 1, "kind": "LSTM" | "LSTMCell",
+      {"format": "fastlstm", "version": 1 | 2, "kind": "LSTM" | "LSTMCell",
        "batch_first": bool, "bidirectional": bool,
        "layers": [{"input_size": int, "hidden_size": int,
                    "options": {"proj_size", "forget_bias", "activation",
@@ -14,11 +14,16 @@ and is always opened with ``allow_pickle=False``, so loading never executes code
                                "cell_clip", "gate_clip", "proj_clip", "input_forget"},
                    "reverse": true (only for a reverse layer)}, ...],
        "initial_state": true (only when the model holds one),
+       "precision": "int8" | "bfloat16" (only for a quantized model, version 2),
        "sha256": hex digest of the arrays (float32 bytes, by sorted name)}
 
   activations are ``[name, alpha, beta]`` lists as in ``fastlstm.activations``.
 - one float32 array per weight, under its name in ``model.weights`` (PyTorch's names and
   layouts: ``weight_ih_l0``, ``bias_hh_l1_reverse``, ...; no ``_l{k}`` for an LSTMCell).
+- in a quantized model (``fastlstm.quantize``), each of ``weight_ih``, ``weight_hh`` and
+  ``weight_hr`` holds its codes instead: int8 with a float32 ``{name}_scale`` (one scale per
+  row, e.g. ``weight_ih_l0_scale``) beside it, or bfloat16 bit patterns as uint16 (see ``fastlstm.precision``). Such files
+  have version 2, which versions that read only version 1 refuse rather than misread.
 - with ``initial_state``, the state the model holds (``LSTM.initial_state``): ``initial_h_{k}``
   and ``initial_c_{k}``, one (batch, width) array per (layer, direction) k.
 
@@ -41,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.lib import format as npformat
 
+from . import precision as prec
 from ._spec import CellOptions, Layer, check_sizes, make_layer
 from ._typing import PathLike
 
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
 
 FORMAT = "fastlstm"
 VERSION = 1
+VERSION_QUANTIZED = 2   # a quantized model's codes in place of float32 weights
 CONFIG_KEY = "__fastlstm__"
 
 
@@ -71,12 +78,22 @@ def save(model: LSTM | LSTMCell, path: PathLike) -> None:
         raise TypeError(f"model must be a fastlstm LSTM or LSTMCell, got {type(model).__name__}")
     path = os.fspath(path)
     weights = model.weights
+    quantized = model.precision != "float32"
+    if quantized:
+        for k, layer in enumerate(model.layers):
+            for d, coded in enumerate(layer.codes):
+                suffix = ("_l%d" % k if kind == "LSTM" else "") + ("_reverse" if d else "")
+                for name, (codes, scales) in coded.items():
+                    weights[name + suffix] = codes
+                    if scales is not None:
+                        weights[name + suffix + "_scale"] = scales
     held = model.engine.held_state
     if held is not None:
         for k, (h, c) in enumerate(zip(*held)):
             weights[f"initial_h_{k}"], weights[f"initial_c_{k}"] = h, c
     config = {
-        "format": FORMAT, "version": VERSION, "kind": kind, "batch_first": batch_first,
+        "format": FORMAT, "version": VERSION_QUANTIZED if quantized else VERSION, "kind": kind,
+        "batch_first": batch_first,
         "bidirectional": bidirectional,
         "layers": [dict({"input_size": l.input_size, "hidden_size": l.hidden_size,
                          "options": l.options.to_dict()}, **({"reverse": True} if l.reverse
@@ -86,6 +103,8 @@ def save(model: LSTM | LSTMCell, path: PathLike) -> None:
     }
     if held is not None:
         config["initial_state"] = True
+    if quantized:
+        config["precision"] = model.precision
     arrays = {CONFIG_KEY: np.array(json.dumps(config))}
     arrays.update(weights)
     folder = os.path.dirname(os.path.abspath(path))
@@ -115,9 +134,13 @@ def _config(files):
         raise _Bad(f"its config is not valid JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise _Bad("its config does not say format 'fastlstm'")
-    if config.get("version") != VERSION:
+    if config.get("version") not in (VERSION, VERSION_QUANTIZED):
         raise _Bad(f"it has format version {config.get('version')!r}; this fastlstm reads "
-                   f"version {VERSION}")
+                   f"versions {VERSION} and {VERSION_QUANTIZED}")
+    precision = config.get("precision", "float32")
+    if (config["version"] == VERSION_QUANTIZED) != (precision in ("int8", "bfloat16")):
+        raise _Bad(f"its config has version {config['version']} and precision {precision!r}: "
+                   f"version {VERSION_QUANTIZED} goes with precision 'int8' or 'bfloat16'")
     expected = {"format": str, "version": int, "kind": str, "batch_first": bool,
                 "bidirectional": bool, "layers": list, "sha256": str}
     for key, typ in expected.items():
@@ -150,19 +173,37 @@ def _layers(config, files):
         except (TypeError, ValueError) as exc:
             raise _Bad(f"its config for layer {k} is invalid: {exc}") from None
         shapes = Layer(input_size, hidden_size, options, ()).expected_shapes()
-        dirs = []
+        precision = config.get("precision", "float32")
+        dirs, codes = [], []
         for d in range(D):
             suffix = ("" if cell else f"_l{k}") + ("_reverse" if d else "")
-            missing = [n + suffix for n in shapes if n + suffix not in files]
+            names = [n + suffix for n in shapes]
+            if precision == "int8":
+                names += [n + suffix + "_scale" for n in prec.QUANTIZED if n in shapes]
+            missing = [n for n in names if n not in files]
             if missing:
                 raise _Bad(f"it lacks the weights {missing}")
-            dirs.append({n: files[n + suffix] for n in shapes})
-            used.update(n + suffix for n in shapes)
+            params = {n: files[n + suffix] for n in shapes}
+            used.update(names)
+            coded = {}
+            if precision != "float32":
+                try:
+                    for n in prec.QUANTIZED:
+                        if n in shapes:
+                            coded[n] = prec.check_codes(
+                                precision, n + suffix, params[n], files.get(n + suffix + "_scale"),
+                                shapes[n], "its")
+                            params[n] = prec.values(precision, *coded[n])
+                except ValueError as exc:
+                    raise _Bad(str(exc)) from None
+            dirs.append(params)
+            codes.append(coded)
         try:
-            layers.append(make_layer(input_size, hidden_size, options, dirs,
-                                     where=f"layer {k}", reverse=entry.get("reverse", False)))
+            layer = make_layer(input_size, hidden_size, options, dirs, where=f"layer {k}",
+                               reverse=entry.get("reverse", False))
         except (TypeError, ValueError) as exc:
             raise _Bad(str(exc)) from None
+        layers.append(prec.with_codes(layer, precision, codes))
     held = None
     if config.get("initial_state") is True and not cell:
         entries = sum(len(l.directions) for l in layers)

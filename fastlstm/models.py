@@ -17,7 +17,8 @@ from . import io
 from ._checks import (check_bool, check_int, check_memory, check_shape, float_array,
                       lengths_array)
 from ._engine import Engine
-from .precision import check_precision, quantize_layer
+from .precision import check_precision, quantize_layer, with_codes
+from .precision import unpickle_codes as precision_codes
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
 from ._typing import Array, ArrayLike, CellState, PathLike, State, StateArray
 
@@ -119,13 +120,16 @@ class _Stack:
     # By value and compact: sizes, options and each weight's raw float32 bytes. The pickle
     # names no callable but the model's class (pickle's NEWOBJ), and unpickling validates
     # every weight as a loader does, then rebuilds the kernels.
+    # A quantized model pickles as format 2 (its codes too), which older versions refuse.
     _PICKLE_FORMAT = 1
+    _PICKLE_FORMAT_QUANTIZED = 2
 
     def __getstate__(self):
         raw = lambda arr: (arr.shape, arr.astype("<f4", copy=False).tobytes())
         held = self._engine.held_state
-        return {
-            "format": self._PICKLE_FORMAT,
+        quantized = self.precision != "float32"
+        state = {
+            "format": self._PICKLE_FORMAT_QUANTIZED if quantized else self._PICKLE_FORMAT,
             "bidirectional": self._engine.bidirectional,
             "batch_first": self._engine.batch_first,
             "layers": [{
@@ -139,9 +143,17 @@ class _Stack:
             "initial_state": None if held is None else [[raw(a) for a in part]
                                                         for part in held],
         }
+        if quantized:
+            state["precision"] = self.precision
+            state["codes"] = [[{name: (c.shape, c.dtype.str, c.tobytes(),
+                                       None if s is None else s.astype("<f4").tobytes())
+                                for name, (c, s) in coded.items()}
+                               for coded in layer.codes] for layer in self._engine.layers]
+        return state
 
     def __setstate__(self, state):
-        if not isinstance(state, dict) or state.get("format") != self._PICKLE_FORMAT:
+        if not isinstance(state, dict) or state.get("format") not in (
+                self._PICKLE_FORMAT, self._PICKLE_FORMAT_QUANTIZED):
             raise ValueError(f"cannot unpickle {type(self).__name__}: unknown format "
                              f"{state.get('format') if isinstance(state, dict) else state!r}")
         layers = []
@@ -150,10 +162,18 @@ class _Stack:
             directions = [{name: np.frombuffer(data, "<f4").reshape(shape)
                            for name, (shape, data) in params.items()}
                           for params in entry["directions"]]
-            layers.append(make_layer(input_size, hidden,
-                                     CellOptions.from_dict(entry["options"], hidden),
-                                     directions, where=f"pickled layer {k}",
-                                     reverse=entry.get("reverse", False)))
+            layer = make_layer(input_size, hidden, CellOptions.from_dict(entry["options"], hidden),
+                               directions, where=f"pickled layer {k}",
+                               reverse=entry.get("reverse", False))
+            if state["format"] == self._PICKLE_FORMAT_QUANTIZED:
+                precision = check_precision(state.get("precision"), "pickled precision")
+                shapes = layer.expected_shapes()
+                codes = [{name: precision_codes(precision, name, shapes.get(name), raw_code,
+                                                f"pickled layer {k}")
+                          for name, raw_code in coded.items()}
+                         for coded in state["codes"][k]]
+                layer = with_codes(layer, precision, codes)
+            layers.append(layer)
         held = state.get("initial_state")
         if held is not None:
             held = tuple([np.frombuffer(data, "<f4").reshape(shape) for shape, data in part]
@@ -275,7 +295,8 @@ class LSTMCell(_Stack):
 
     def __repr__(self):
         return (f"LSTMCell({self.input_size}, {self.hidden_size}"
-                + (f", proj_size={self.proj_size}" if self.proj_size else "") + ")")
+                + (f", proj_size={self.proj_size}" if self.proj_size else "")
+                + (f", precision={self.precision!r}" if self.precision != "float32" else "") + ")")
 
 
 class LSTM(_Stack):
@@ -479,7 +500,8 @@ class LSTM(_Stack):
                 + (", bidirectional=True" if self.bidirectional else "")
                 + (", reverse=True" if any(l.reverse for l in self.layers) else "")
                 + (f", proj_size={self.proj_size}" if self.proj_size else "")
-                + f", batch_first={self.batch_first})")
+                + f", batch_first={self.batch_first}"
+                + (f", precision={self.precision!r}" if self.precision != "float32" else "") + ")")
 
 
 def load(path: PathLike) -> LSTM | LSTMCell:

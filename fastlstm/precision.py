@@ -123,3 +123,15 @@ def quantize_layer(layer, precision):
                 coded[name] = (c, s)
         codes.append(coded)
     return with_codes(layer, precision, codes)
+
+
+def unpickle_codes(precision, name, shape, raw, where):
+    """A pickled (shape, dtype, codes bytes, scales bytes) back to checked (codes, scales)."""
+    if name not in QUANTIZED or shape is None:
+        raise ValueError(f"{where}: {name!r} is not a quantized weight of the layer")
+    code_shape, dtype, data, scale_data = raw
+    if dtype not in ("|i1", "<u2"):
+        raise ValueError(f"{where} {name}: codes of dtype {dtype!r}")
+    codes = np.frombuffer(data, np.dtype(dtype)).reshape(code_shape)
+    scales = None if scale_data is None else np.frombuffer(scale_data, "<f4")
+    return check_codes(precision, name, codes, scales, tuple(shape), where)

@@ -114,6 +114,14 @@ static void int8_row(const float *x, const uint8_t *hi, float hi_scale, int K, i
 void fl_quantize_rows(int precision, const float *x, size_t x_ld, int rows, int K, int parts,
                       void *out, float *scales)
 {
+    const fl_simd_table *simd = fl_simd();
+    if (simd->quantize_rows) simd->quantize_rows(precision, x, x_ld, rows, K, parts, out, scales);
+    else fl_quantize_rows_c(precision, x, x_ld, rows, K, parts, out, scales);
+}
+
+void fl_quantize_rows_c(int precision, const float *x, size_t x_ld, int rows, int K, int parts,
+                        void *out, float *scales)
+{
     const int Kp = fl_padded_k(precision, K);
     int r, k;
     for (r = 0; r < rows; r++) {

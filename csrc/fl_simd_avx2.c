@@ -374,5 +374,5 @@ static const fl_qkernel bf16_avx2[] = {
 
 const fl_simd_table fl_simd_avx2 = {tile_avx2, pair_avx2, fl_sigmoid_avx2, fl_tanh_avx2,
                                     standard_cell_avx2, NULL, FL_TILE_ROWS_MAX, 8, 1, "avx2",
-                                    {NULL, int8_avx2, bf16_avx2}};
+                                    {NULL, int8_avx2, bf16_avx2}, NULL};
 #endif

@@ -129,4 +129,4 @@ static const fl_qkernel bf16_portable[] = {{qtile_bf16_portable, fl_cpu_runs_tab
 
 const fl_simd_table fl_simd_portable = {tile_portable, pair_portable, sigmoid_portable,
                                         tanh_portable, NULL, NULL, FL_TILE_ROWS, 8, 0,
-                                        "portable", {NULL, int8_portable, bf16_portable}};
+                                        "portable", {NULL, int8_portable, bf16_portable}, NULL};

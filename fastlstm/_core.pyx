@@ -790,6 +790,9 @@ cdef extern from "fl_simd.h" nogil:
         fl_qtile_fn tile
         const char *name
 
+    ctypedef void (*fl_qrows_fn)(int, const float *, size_t, int, int, int, void *,
+                                 float *) noexcept nogil
+
     ctypedef struct fl_simd_table:
         fl_tile_fn tile
         fl_pair_fn pair
@@ -801,8 +804,11 @@ cdef extern from "fl_simd.h" nogil:
         int units
         int project_by_tiles
         const char *name
+        fl_qrows_fn quantize_rows
 
     const fl_simd_table *fl_simd_usable(int i)
+    void fl_quantize_rows_c(int precision, const float *x, size_t x_ld, int rows, int K,
+                            int parts, void *out, float *scales)
     const fl_qkernel *fl_qtile_kernel(const fl_simd_table *table, int precision, int i)
 
     enum:
@@ -963,7 +969,7 @@ def _qkernels_for_test(str isa, str precision):
     return found
 
 
-def _quantize_rows_for_test(str precision, const float[:, ::1] x, int parts=1):
+def _quantize_rows_for_test(str precision, const float[:, ::1] x, int parts=1, str isa=None):
     """Test hook: fl_quantize_rows of x's rows: (codes (rows * parts, padded K) uint8 or
     uint16, scales (rows * parts,))."""
     cdef int prec = PRECISION_CODES[precision]
@@ -974,8 +980,14 @@ def _quantize_rows_for_test(str precision, const float[:, ::1] x, int parts=1):
     scales = np.zeros(rows * parts, np.float32)
     cdef float[::1] sc = scales
     cdef void *out = cnp.PyArray_DATA(<cnp.ndarray>codes)
+    cdef const fl_simd_table *t = NULL if isa is None else _table_for_test(isa)
     with nogil:
-        fl_quantize_rows(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
+        if t == NULL:
+            fl_quantize_rows(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
+        elif t.quantize_rows != NULL:
+            t.quantize_rows(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
+        else:
+            fl_quantize_rows_c(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
     return codes, scales
 
 

@@ -46,11 +46,12 @@ def bf16_reference(x):
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
+@pytest.mark.parametrize("isa", list(TABLES))
 @pytest.mark.parametrize("K", KS)
 @pytest.mark.parametrize("parts", [1, 2])
-def test_int8_rows(K, parts):
+def test_int8_rows(K, parts, isa):
     x = (rng_for("i8rows", K, parts).standard_normal((4, K)) * [[1], [1e-3], [30], [0]]).astype(np.float32)
-    codes, scales = _core._quantize_rows_for_test("int8", x, parts)
+    codes, scales = _core._quantize_rows_for_test("int8", x, parts, isa)
     Kp = -(-K // 4) * 4
     assert codes.shape == (4 * parts, Kp)
     for r in range(4):
@@ -67,10 +68,11 @@ def test_int8_rows(K, parts):
     assert scales[3 * parts] == 0 and np.all(codes[3 * parts] == 128)   # a zero row
 
 
+@pytest.mark.parametrize("isa", list(TABLES))
 @pytest.mark.parametrize("K", KS)
-def test_bf16_rows(K):
+def test_bf16_rows(K, isa):
     x = (rng_for("bfrows", K).standard_normal((3, K)) * [[1], [1e-30], [1e30]]).astype(np.float32)
-    codes, scales = _core._quantize_rows_for_test("bfloat16", x, 2)
+    codes, scales = _core._quantize_rows_for_test("bfloat16", x, 2, isa)
     Kp = K + K % 2
     for r in range(3):
         hi = bf16_reference(x[r])
@@ -82,11 +84,12 @@ def test_bf16_rows(K):
     assert np.all(scales == 1)
 
 
-def test_rows_with_nan_or_inf():
+@pytest.mark.parametrize("isa", list(TABLES))
+def test_rows_with_nan_or_inf(isa):
     x = np.array([[1.0, np.inf, 2.0], [np.nan, 0.0, 1.0]], np.float32)
-    _, scales = _core._quantize_rows_for_test("int8", x)
+    _, scales = _core._quantize_rows_for_test("int8", x, 1, isa)
     assert np.all(np.isnan(scales))
-    codes, _ = _core._quantize_rows_for_test("bfloat16", x)
+    codes, _ = _core._quantize_rows_for_test("bfloat16", x, 1, isa)
     assert np.isinf(bf16_value(codes[0, 1])) and np.isnan(bf16_value(codes[1, 0]))
 
 

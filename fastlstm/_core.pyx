@@ -369,8 +369,8 @@ cdef float *_state_entry(object a, Py_ssize_t k, Py_ssize_t rows, Py_ssize_t wid
             and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 2] == rows
             and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 1] == width
             and (not stacked or k < cnp.PyArray_DIMS(arr)[0])):
-        raise ValueError(f"state entry {k} must be a C-contiguous float32 ({rows}, {width}) "
-                         f"array")
+        raise ValueError(f"state entry {k} must be a C-contiguous aligned float32 ({rows}, "
+                         f"{width}) array")
     if rows * width == 0:
         return NULL
     return <float *>cnp.PyArray_DATA(arr) + (k * rows * width if stacked else 0)

@@ -120,11 +120,12 @@ class Engine:
 
     def state_lists(self, state, batch, name, against="x"):
         """Validate a user state (h0, c0) into per-(layer, direction) float32 C-contiguous
-        2-D arrays; ``against`` names what fixes the batch size, for the message."""
+        aligned 2-D arrays; ``against`` names what fixes the batch size, for the message."""
         if self.uniform_state and type(state) in (tuple, list) and len(state) == 2:
             h, c = state   # the common case first: the arrays a call returned
             if (type(h) is np.ndarray and type(c) is np.ndarray and h.dtype == np.float32
                     and c.dtype == np.float32 and h.flags.c_contiguous and c.flags.c_contiguous
+                    and h.flags.aligned and c.flags.aligned
                     and h.shape == (self.entries, batch, self.widths[0][0])
                     and c.shape == (self.entries, batch, self.widths[0][1])):
                 return [h, c]

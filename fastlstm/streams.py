@@ -96,7 +96,8 @@ class Stream:
             self._release()
         if y is not None:
             return y
-        # anything but a C-contiguous float32 array of the right shape, or a new thread count
+        # anything but an aligned C-contiguous float32 array of the right shape, or a new
+        # thread count
         x_t = float_array(x_t, "x_t")
         check_shape(x_t, "x_t", (None, self._engine.input_size), "(batch, input_size)")
         if x_t.shape[0] != self._batch:
@@ -106,7 +107,13 @@ class Stream:
             if self._stepper.plan.threads != threads:
                 self._stepper = self._engine.stepper(self._h, self._c)
                 self._step = self._stepper.step
-            return self._step(np.ascontiguousarray(x_t), threads)
+            y = self._step(x_t, threads)
+        if y is None:   # float_array's array is one the fast path takes: a bug, not bad input
+            raise RuntimeError(f"Stream.step: the kernel did not take x_t as converted "
+                               f"({x_t.dtype} {x_t.shape}, C-contiguous "
+                               f"{x_t.flags.c_contiguous}, aligned {x_t.flags.aligned}, "
+                               f"{threads} threads)")
+        return y
 
     def feed(self, x_chunk: ArrayLike, lengths: ArrayLike | None = None) -> Array:
         """A chunk of steps, laid out like the model's input ((batch, time, input) by default).

@@ -49,6 +49,12 @@ class Engine:
     _KEEP_PLANS = 64
 
     def __init__(self, layers, bidirectional, batch_first, initial_state=None):
+        needed = 2 if bidirectional else 1
+        for k, layer in enumerate(layers):
+            if len(layer.directions) != needed:
+                raise ValueError(f"layer {k} has {len(layer.directions)} directions but a "
+                                 f"{'bidirectional' if bidirectional else 'unidirectional'} "
+                                 f"model needs {needed}")
         for prev, layer in zip(layers, layers[1:]):
             want = prev.output_size * (2 if bidirectional else 1)
             if layer.input_size != want:

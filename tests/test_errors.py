@@ -79,3 +79,20 @@ def test_from_cells_rejects_mismatched_sizes():
         fastlstm.LSTM.from_cells([fastlstm.LSTMCell(3, 4), fastlstm.LSTMCell(5, 4)])
     with pytest.raises(TypeError, match=r"cells\[0\] must be an LSTMCell"):
         fastlstm.LSTM.from_cells(["cell"])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_from_layers_rejects_directions_that_do_not_match_the_model(bidirectional):
+    """Each layer has two directions in a bidirectional model and one otherwise; a mismatch
+    is refused when the model is built, naming the layer, not at its first call."""
+    other = fastlstm.LSTM(3, 4, num_layers=2, bidirectional=not bidirectional, seed=0)
+    given, needed = (1, 2) if bidirectional else (2, 1)
+    with pytest.raises(ValueError, match=rf"^layer 0 has {given} directions but a "
+                                         rf"{'bi' if bidirectional else 'uni'}directional model "
+                                         rf"needs {needed}$"):
+        fastlstm.LSTM.from_layers(other.layers, bidirectional=bidirectional)
+    # one bad layer among good ones is named
+    same = fastlstm.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, seed=0)
+    with pytest.raises(ValueError, match=rf"^layer 1 has {given} directions"):
+        fastlstm.LSTM.from_layers([same.layers[0], other.layers[1]],
+                                  bidirectional=bidirectional)

@@ -112,14 +112,17 @@ class _Stack:
     # pickling -------------------------------------------------------------------------
     # By value and compact: sizes, options and each weight's raw float32 bytes. The pickle
     # names no callable but the model's class (pickle's NEWOBJ), and unpickling validates
-    # every weight as a loader does, then rebuilds the kernels.
-    _PICKLE_FORMAT = 1
+    # every weight as a loader does, then rebuilds the kernels. Format 2 is format 1 for a
+    # model with a reverse layer or a held initial_state, which format-1 readers (fastlstm
+    # before those) would silently drop: they refuse 2. Other models stay format 1.
+    _PICKLE_FORMATS = (1, 2)
 
     def __getstate__(self):
         raw = lambda arr: (arr.shape, arr.astype("<f4", copy=False).tobytes())
         held = self._engine.held_state
+        newer = held is not None or any(layer.reverse for layer in self._engine.layers)
         return {
-            "format": self._PICKLE_FORMAT,
+            "format": 2 if newer else 1,
             "bidirectional": self._engine.bidirectional,
             "batch_first": self._engine.batch_first,
             "layers": [{
@@ -135,7 +138,7 @@ class _Stack:
         }
 
     def __setstate__(self, state):
-        if not isinstance(state, dict) or state.get("format") != self._PICKLE_FORMAT:
+        if not isinstance(state, dict) or state.get("format") not in self._PICKLE_FORMATS:
             raise ValueError(f"cannot unpickle {type(self).__name__}: unknown format "
                              f"{state.get('format') if isinstance(state, dict) else state!r}")
         layers = []

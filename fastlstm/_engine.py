@@ -7,8 +7,9 @@ an ``Engine`` (``model.engine``), whose interface is small:
   caller's layout (PyTorch's ``(layers*directions, batch, width)``, or per-layer tuples when
   the layers differ in size) and as the per-(layer, direction) arrays the kernel reads;
 - ``run(x, h0, c0, lengths, return_sequences, stepwise=...)``: one call over a batch;
-- ``stepper(h, c)`` / ``row_stepper(capacity)``: one-step runners bound to state arrays,
-  for streams and pools.
+- ``stepper(h, c)``: a one-step runner bound to state arrays, for a stream;
+  ``workspace(plan)`` and ``runner(plan, workspace)``: runners on shared buffers, for a pool
+  (whose ``step_rows`` reads and writes each stream's row of the state slabs).
 
 How a call runs (projection mode, compaction, thread split, every buffer's size) is the
 core's plan (``_core.plan``), asked once per call shape; the engine keeps a few runners
@@ -237,8 +238,10 @@ class Engine:
         """One call. x: float32 (B, T, I) or (T, B, I) per batch_first, validated; h0, c0:
         per-(layer, direction) arrays or None (zeros); lengths: validated int32 or None.
         ``stepwise`` makes each row's result independent of the batch it shares (streams,
-        pools). hn, cn: where the final states go (may be h0, c0); new zeros by default.
-        Returns (y, hn, cn), y None when not return_sequences... (see LSTM.__call__)."""
+        pools). hn, cn: where the final states go (may be h0, c0); new arrays by default.
+        Returns (y, hn, cn) as ``LSTM.__call__`` does: y every step's output, laid out as x,
+        or without return_sequences the last layer's final h of each direction side by side,
+        (B, D*output_size), zeros for a sequence of length 0."""
         bf = self.batch_first
         B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
         plan = self.plan(B, T, lengths is not None, stepwise)

@@ -67,7 +67,8 @@ class Stream:
                 batch = arr.shape[-2]
             except (IndexError, TypeError, ValueError):
                 batch = 0  # malformed: state_lists says how
-            h, c = engine.state_lists(state, batch, "state")
+            # (the batch is h0's: "x" would name an argument reset does not take)
+            h, c = engine.state_lists(state, batch, "state", against="state h0")
             if batch_size is not None and batch != batch_size:
                 raise ValueError(f"state has batch {batch} but batch_size is {batch_size}")
             h = [a.copy() for a in h]

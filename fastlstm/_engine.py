@@ -6,8 +6,11 @@ an ``Engine`` (``model.engine``), whose interface is small:
 - ``zero_state(batch)``, ``state_lists(state, batch, name)``, ``pack(hs, cs)``: states in the
   caller's layout (PyTorch's ``(layers*directions, batch, width)``, or per-layer tuples when
   the layers differ in size) and as the per-(layer, direction) arrays the kernel reads;
+  ``state_batch(state)``, the batch of a state nothing else fixes; ``cell_state(state,
+  batch, name)``, a one-cell ``(h, c)`` as ``LSTMCell`` takes it;
 - ``run(x, h0, c0, lengths, return_sequences, stepwise=...)``: one call over a batch;
-- ``stepper(h, c)``: a one-step runner bound to state arrays, for a stream;
+- ``check_steps_forward(who)``: refuses a model that streams and pools cannot step;
+  ``stepper(h, c)``: a one-step runner bound to state arrays, for a stream;
   ``workspace(plan)`` and ``runner(plan, workspace)``: runners on shared buffers, for a pool
   (whose ``step_rows`` reads and writes each stream's row of the state slabs).
 
@@ -81,9 +84,8 @@ class Engine:
         # none start from it. Per-(layer, direction) read-only arrays; it fixes the batch.
         self.held_state = None
         if initial_state is not None:
-            h, c = initial_state
-            first = h[0] if isinstance(h, (tuple, list)) else np.asarray(h)[0]
-            held = self.state_lists(initial_state, np.shape(first)[0], "initial_state")
+            held = self.state_lists(initial_state, self.state_batch(initial_state),
+                                    "initial_state", against="initial_state h0")
             self.held_state = tuple([np.array(a, np.float32) for a in part] for part in held)
             for part in self.held_state:
                 for arr in part:
@@ -124,6 +126,27 @@ class Engine:
         if self.uniform_state:
             return np.stack(hs), np.stack(cs)
         return tuple(hs), tuple(cs)
+
+    @staticmethod
+    def state_batch(state):
+        """The batch of a user state (h0, c0) that nothing else fixes: its first h array's
+        (0 when it is malformed, for state_lists to say how)."""
+        first = state[0] if isinstance(state, (tuple, list)) and state else None
+        try:
+            return np.asarray(first[0] if isinstance(first, (tuple, list)) else first).shape[-2]
+        except (IndexError, TypeError, ValueError):
+            return 0
+
+    def cell_state(self, state, batch, name):
+        """Validate a one-cell state (h, c) of (batch, width) arrays, as ``LSTMCell`` takes
+        it, into [h], [c]."""
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} must be a pair (h, c), got {type(state).__name__}")
+        ((O, H),) = self.widths
+        h, c = (float_array(v, f"{name} {label}") for v, label in zip(state, "hc"))
+        check_shape(h, f"{name} h", (batch, O), "(batch, output_size)")
+        check_shape(c, f"{name} c", (batch, H), "(batch, hidden_size)")
+        return [h], [c]
 
     def state_lists(self, state, batch, name, against="x"):
         """Validate a user state (h0, c0) into per-(layer, direction) float32 C-contiguous
@@ -273,6 +296,12 @@ class Engine:
     def runner(self, plan, workspace):
         """A runner following ``plan`` on ``workspace`` (which must fit it)."""
         return _core.Runner(self.kernels, plan, self.batch_first, workspace)
+
+    def check_steps_forward(self, who):
+        """Refuse, for ``who`` (a stream, a pool), a model that cannot run step by step."""
+        if not self.steps_forward:
+            raise ValueError(f"{who} needs a unidirectional model: a bidirectional or reverse "
+                             f"layer reads the future, so it cannot run step by step")
 
     def stepper(self, h, c):
         """A one-step runner over the states h, c (per-(layer, direction) arrays of one batch,

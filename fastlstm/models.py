@@ -259,13 +259,7 @@ class LSTMCell(_Stack):
         if state is None:
             h0 = c0 = [None]
         else:
-            if not isinstance(state, (tuple, list)) or len(state) != 2:
-                raise TypeError(f"state must be a pair (h, c), got {type(state).__name__}")
-            h = float_array(state[0], "state h")
-            c = float_array(state[1], "state c")
-            check_shape(h, "state h", (B, self.output_size), "(batch, output_size)")
-            check_shape(c, "state c", (B, self.hidden_size), "(batch, hidden_size)")
-            h0, c0 = [h], [c]
+            h0, c0 = self._engine.cell_state(state, B, "state")
         y, hn, cn = self._engine.run(x[:, None, :], h0, c0, None, return_sequences=False,
                                      stepwise=True)
         return y, (hn[0], cn[0])

@@ -11,8 +11,6 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ._checks import check_int, check_shape, float_array, lengths_array
 from ._typing import Array, ArrayLike, State, StateArray
 from .runtime import get_num_threads as _num_threads
@@ -24,9 +22,7 @@ if TYPE_CHECKING:
 class Stream:
     def __init__(self, model: LSTM, batch_size: int = 1,
                  state: Sequence[StateArray] | None = None) -> None:
-        if not model.engine.steps_forward:
-            raise ValueError("stream() needs a unidirectional model: a bidirectional or "
-                             "reverse layer reads the future, so it cannot run step by step")
+        model.engine.check_steps_forward("stream()")
         self._model = model
         self._engine = model.engine
         self._lock = threading.Lock()
@@ -61,13 +57,7 @@ class Stream:
         else:
             if batch_size is not None:
                 batch_size = check_int(batch_size, "batch_size", minimum=0)
-            first = state[0] if isinstance(state, (tuple, list)) and state else None
-            try:
-                arr = np.asarray(first[0] if isinstance(first, (tuple, list)) else first)
-                batch = arr.shape[-2]
-            except (IndexError, TypeError, ValueError):
-                batch = 0  # malformed: state_lists says how
-            # (the batch is h0's: "x" would name an argument reset does not take)
+            batch = engine.state_batch(state)
             h, c = engine.state_lists(state, batch, "state", against="state h0")
             if batch_size is not None and batch != batch_size:
                 raise ValueError(f"state has batch {batch} but batch_size is {batch_size}")

@@ -96,3 +96,19 @@ def test_from_layers_rejects_directions_that_do_not_match_the_model(bidirectiona
     with pytest.raises(ValueError, match=rf"^layer 1 has {given} directions"):
         fastlstm.LSTM.from_layers([same.layers[0], other.layers[1]],
                                   bidirectional=bidirectional)
+
+
+@pytest.mark.parametrize("initial_state,exc,pattern", [
+    ("hc", TypeError, r"^initial_state must be a pair \(h0, c0\), got str"),
+    ((np.zeros((1, 2, 4)),), TypeError, r"^initial_state must be a pair \(h0, c0\), got tuple "
+                                        r"of length 1"),
+    ((np.zeros((1, 2, 4)), np.zeros((1, 3, 4))), ValueError,
+     r"^initial_state c0 has batch 3 but initial_state h0 has batch 2$"),
+    ((np.zeros(4), np.zeros(4)), ValueError, r"^initial_state h0 must have 3 dimensions"),
+])
+def test_a_held_initial_state_is_checked_like_a_calls(initial_state, exc, pattern):
+    """The state a model holds (from_layers, the ONNX loader) takes its batch from its h0 and
+    is checked as a call's initial_state is, with the same messages."""
+    layers = fastlstm.LSTM(3, 4, seed=0).layers
+    with pytest.raises(exc, match=pattern):
+        fastlstm.LSTM.from_layers(layers, initial_state=initial_state)

@@ -260,8 +260,11 @@ def test_errors_name_the_key_and_the_argument():
     with pytest.raises(TypeError, match=r"open\('b'\): state must be a pair"):
         pool.open("b", state=np.zeros((2, 1, 4)))
     cell_pool = fastlstm.StreamPool(fastlstm.LSTMCell(3, 4))
-    with pytest.raises(ValueError, match=r"open\('c'\): state h must have shape"):
+    with pytest.raises(ValueError, match=r"open\('c'\): state h must have shape \(batch, "
+                                         r"output_size\) = \(1, 4\), got \(2, 4\)"):
         cell_pool.open("c", state=(np.zeros((2, 4)), np.zeros((1, 4))))
+    with pytest.raises(TypeError, match=r"^open\('c'\): state must be a pair \(h, c\)"):
+        cell_pool.open("c", state=np.zeros((2, 1, 4)))
     assert "b" not in pool and "c" not in cell_pool
     with pytest.raises(ValueError, match="unidirectional"):
         fastlstm.StreamPool(fastlstm.LSTM(3, 4, bidirectional=True))

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import fastlstm
 from fastlstm import cli
 
-from conftest import assert_close
+from conftest import assert_close, torch_export_warnings
 
 I, H, B, T = 3, 5, 2, 6
 
@@ -95,14 +95,7 @@ def test_convert_by_node_name_in_a_fresh_process(onnx_file, tmp_path):
                                   fastlstm.LSTM.from_onnx(onnx_file).weights["weight_hh_l0"])
 
 
-# torch's legacy exporter warns about itself and calls its own deprecated helpers
-@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"
-                            ":DeprecationWarning")
-@pytest.mark.filterwarnings("ignore:The feature will be removed. Please remove usage of this "
-                            "function:DeprecationWarning")
-@pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size other than 1"
-                            ":UserWarning")
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@torch_export_warnings
 def test_convert_takes_a_chain_of_onnx_nodes(tmp_path, capsys):
     """torch.onnx.export writes a 2-layer nn.LSTM as two LSTM nodes; ``--node A,B`` takes
     the chain as one 2-layer model (the loader's node=[A, B]), ``--node A`` the first alone."""

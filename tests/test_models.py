@@ -1,13 +1,12 @@
 """The native path against the float64 reference, option by option and in combination."""
-import os
-
 import numpy as np
 import pytest
 
 import fastlstm
 from fastlstm import _core, reference
 
-from conftest import assert_close, assert_states_close, random_input, random_state
+from conftest import (assert_close, assert_states_close, random_input, random_state,
+                      run_portable)
 
 CELL_OPTIONS = [
     {},
@@ -427,16 +426,10 @@ def test_reverse_layers_on_batches_threads_and_projections(batch, proj_size):
 def test_reverse_layers_on_the_portable_kernels(tmp_path):
     """The same under FASTLSTM_SIMD=portable (plain C, sgemm projections), in a fresh
     process: the kernel table is chosen once per process."""
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(f"""
-        import sys
+    code = """
         import numpy as np
         import fastlstm
         from fastlstm import reference
-        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
         from conftest import assert_close, random_input, random_state
         from test_models import _reverse_stack
         assert fastlstm.runtime.config()["simd"].startswith("portable")
@@ -446,7 +439,7 @@ def test_reverse_layers_on_the_portable_kernels(tmp_path):
             x = random_input(model, 15, 7, seed=proj_size)
             lengths = np.array([7, 0] + [1, 3, 6, 7, 2] * 2 + [5, 4, 7])
             state = random_state(model, 15)
-            for kwargs in (dict(initial_state=state, lengths=lengths), {{}},
+            for kwargs in (dict(initial_state=state, lengths=lengths), {},
                            dict(lengths=lengths, return_sequences=False)):
                 y, (h, c) = model(x, **kwargs)
                 y_ref, (h_ref, c_ref) = reference.run(model, x, **kwargs)
@@ -454,12 +447,8 @@ def test_reverse_layers_on_the_portable_kernels(tmp_path):
                 assert_close(h, h_ref)
                 assert_close(c, c_ref)
         print("portable reverse ok")
-    """)
-    env = dict(os.environ, FASTLSTM_SIMD="portable")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "portable reverse ok" in out.stdout
+    """
+    assert "portable reverse ok" in run_portable(code, tmp_path)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

@@ -60,7 +60,7 @@ class Engine:
                                  f"{'bidirectional' if bidirectional else 'unidirectional'} "
                                  f"model needs {needed}")
         for prev, layer in zip(layers, layers[1:]):
-            want = prev.output_size * (2 if bidirectional else 1)
+            want = prev.output_size * needed
             if layer.input_size != want:
                 raise ValueError(f"layer input_size {layer.input_size} does not match the "
                                  f"previous layer's output {want}")

@@ -3,7 +3,7 @@
 OpenMP is used only when the compiler can build *and run* a small OpenMP program; otherwise
 the extension is built serially and a warning says so. The default build carries no
 CPU-specific -m flags and no fast-math, so a wheel runs on any x86-64 or ARM CPU; the
-SIMD kernels are chosen at run time (csrc/fl_simd.c).
+SIMD kernels are chosen at run time (csrc/fl_simd_dispatch.c).
 """
 import glob
 import os
@@ -73,7 +73,8 @@ def extensions():
 
     omp_compile, omp_link = openmp_flags()
     # -ffp-contract=off: no multiply-add fused behind the code's back, so the portable, AVX2
-    # and AVX-512 kernels round alike (csrc/fl_simd.c) whatever the compiler's default.
+    # and AVX-512 kernels round alike (the contract of csrc/fl_simd.h) whatever the compiler's
+    # default.
     extra_compile = ["-O3", "-std=c99", "-fno-strict-aliasing", "-ffp-contract=off"] + omp_compile
     extra_link = list(omp_link)
     if os.environ.get("FASTLSTM_SANITIZE"):

@@ -33,7 +33,6 @@ typedef struct {
                        pair inside the step (gate_work), not before it */
     int flip;       /* parity of this call: hidden blocks go in reverse order on the steps
                        where (step + flip) is odd (see gate_work) */
-    size_t step_bytes; /* weights read every step: W_hh, and W_ih when projected by step */
     int ask_ahead;  /* block_tiles asks for the weights read next into L2 (FL_L2_WEIGHT_BYTES) */
     int by_rows;    /* with more than one thread, each owns row groups for the whole run */
     /* reduced precision (p->precision): the product kernel, and the padded inputs of W_ih,
@@ -779,7 +778,6 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
     cx.by_step = plan->by_step;
     cx.fused = plan->fused;
     cx.single_row = plan->single_row;
-    cx.step_bytes = plan->step_bytes;
     cx.ask_ahead = plan->ask_ahead;
     cx.by_rows = plan->by_rows;
     cx.flip = (int)(__atomic_fetch_add(&fl_calls, 1u, __ATOMIC_RELAXED) & 1u);

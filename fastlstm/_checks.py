@@ -97,11 +97,14 @@ def float_array(value, name):
         else:
             raise TypeError(f"{name} must have a real floating dtype (float16/32/64), "
                             f"got {arr.dtype}")
-    if arr.dtype == np.float32 and arr.flags.c_contiguous:
+    # aligned too: the kernel loads whole floats (an unaligned view of a byte buffer is not)
+    if arr.dtype == np.float32 and arr.flags.c_contiguous and arr.flags.aligned:
         return arr
     check_memory(arr.size * 4, f"{name} of shape {arr.shape} (as float32)")
     if arr.dtype.itemsize <= 4:  # float16 and float32 always fit
-        return np.asarray(arr, dtype=np.float32, order="C")  # (ascontiguousarray: 0-d -> 1-d)
+        # a copy (asarray would hand back an unaligned float32 array as it is); np.array,
+        # not ascontiguousarray, which makes a 0-d array 1-d
+        return np.array(arr, dtype=np.float32, order="C")
     try:
         with np.errstate(over="raise"):
             return np.asarray(arr, dtype=np.float32, order="C")  # (ascontiguousarray: 0-d -> 1-d)
@@ -143,4 +146,4 @@ def lengths_array(value, batch, steps, name="lengths"):
             bad = lo if lo < 0 else hi
             raise ValueError(f"{name} must lie in [0, {steps}] (the time steps of x), "
                              f"got {bad}")
-    return np.ascontiguousarray(arr, dtype=np.int32)
+    return np.require(arr, np.int32, ["C", "A"])   # the kernel reads them as C ints

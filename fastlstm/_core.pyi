@@ -43,6 +43,7 @@ class Plan:
     nbytes: int
     projected_rows: int
     gates: int
+    cells: tuple[tuple[tuple[int, int, int, int], ...], ...]
     @property
     def decisions(self) -> list[dict[str, int]]: ...
 

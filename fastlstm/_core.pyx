@@ -355,6 +355,7 @@ cdef class Plan:
     cdef readonly tuple floats     # gx, pre, hs, hs2, cs, hfull, buf_a, buf_b, xc, qx, qh
     cdef readonly Py_ssize_t nbytes
     cdef readonly Py_ssize_t projected_rows, gates   # the input projection's buffer
+    cdef readonly tuple cells      # what the plan read of each cell (_plan_cells)
 
     def __dealloc__(self):
         PyMem_Free(self.runs)
@@ -369,6 +370,15 @@ cdef class Plan:
         return (f"Plan(batch={self.batch}, steps={self.steps}, lengths={self.lengths}, "
                 f"stepwise={self.stepwise}, threads={self.threads}, by_step={first.by_step}, "
                 f"compact={first.compact}, by_rows={first.by_rows}, nbytes={self.nbytes})")
+
+
+cdef tuple _plan_cells(list layers):
+    # what fl_plan reads of the cells, per layer a tuple per direction: a runner checks that
+    # its layers are the ones its plan was made for
+    return tuple(tuple(((<CellKernel>k).input_size, (<CellKernel>k).hidden_size,
+                        (<CellKernel>k).output_size, (<CellKernel>k).cell.standard,
+                        (<CellKernel>k).precision)
+                       for k in d) for d in layers)
 
 
 def plan(list layers, Py_ssize_t batch, Py_ssize_t steps, bint lengths, bint stepwise,
@@ -402,6 +412,7 @@ def plan(list layers, Py_ssize_t batch, Py_ssize_t steps, bint lengths, bint ste
         PyMem_Free(cells)
         PyMem_Free(directions)
     p.batch, p.steps, p.lengths, p.stepwise, p.threads = batch, steps, lengths, stepwise, threads
+    p.cells = _plan_cells(layers)
     p.floats = tuple(floats[k] for k in range(FL_BUFS))
     p.nbytes = 4 * sum(p.floats)
     p.gates = max(4 * (<CellKernel>c).hidden_size for d in layers for c in d)
@@ -463,8 +474,8 @@ cdef float *_state_entry(object a, Py_ssize_t k, Py_ssize_t rows, Py_ssize_t wid
             and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 2] == rows
             and cnp.PyArray_DIMS(arr)[cnp.PyArray_NDIM(arr) - 1] == width
             and (not stacked or k < cnp.PyArray_DIMS(arr)[0])):
-        raise ValueError(f"state entry {k} must be a C-contiguous float32 ({rows}, {width}) "
-                         f"array")
+        raise ValueError(f"state entry {k} must be a C-contiguous aligned float32 ({rows}, "
+                         f"{width}) array")
     if rows * width == 0:
         return NULL
     return <float *>cnp.PyArray_DATA(arr) + (k * rows * width if stacked else 0)
@@ -514,6 +525,10 @@ cdef class Runner:
         cdef Py_ssize_t l, d, k = 0, D
         cdef float *yout
         cdef int x_ld
+        if _plan_cells(layers) != plan.cells:
+            raise ValueError(f"the plan was made for other layers: (input, hidden, output, "
+                             f"standard, precision) per direction {plan.cells}, these have "
+                             f"{_plan_cells(layers)}")
         if not ws.fits(plan):
             raise ValueError("workspace too small for the plan")
         self.kernels, self.plan, self.workspace, self.bound = layers, plan, ws, None
@@ -558,6 +573,7 @@ cdef class Runner:
         cdef Py_ssize_t B = self.plan.batch
         for k in range(self.n):
             O, H = self.cells[k].output_size, self.cells[k].hidden_size
+            self.seqs[k].state_rows = NULL   # sequence b's state is row b (step_rows sets rows)
             self.seqs[k].h0 = _state_entry(h0, k, B, O, False)
             self.seqs[k].c0 = _state_entry(c0, k, B, H, False)
             self.seqs[k].hn = _state_entry(hn, k, B, O, True)
@@ -615,6 +631,8 @@ cdef class Runner:
         of states. x and y as in ``run``."""
         cdef Py_ssize_t B = self.plan.batch, cap, b
         cdef int k
+        cdef float *hk
+        cdef float *ck
         if self.plan.steps != 1 or self.plan.lengths:
             raise ValueError("step_rows needs a plan of one step without lengths")
         if rows.shape[0] != B or len(h) != self.n or len(c) != self.n:
@@ -624,16 +642,21 @@ cdef class Runner:
         for b in range(B):
             if not 0 <= rows[b] < cap:
                 raise ValueError(f"rows[{b}] = {rows[b]} is not a row of slabs of {cap}")
-        for k in range(self.n):
-            self.seqs[k].h0 = self.seqs[k].hn = _state_entry(h, k, cap, self.cells[k].output_size, True)
-            self.seqs[k].c0 = self.seqs[k].cn = _state_entry(c, k, cap, self.cells[k].hidden_size, True)
-            self.seqs[k].lengths = self.seqs[k].order = NULL
-            self.seqs[k].gx_start = NULL
-            self.seqs[k].state_rows = &rows[0] if B else NULL
+        for k in range(self.n):   # all checked before any is set: a refusal changes nothing
+            _state_entry(h, k, cap, self.cells[k].output_size, True)
+            _state_entry(c, k, cap, self.cells[k].hidden_size, True)
         self.bound = None
         try:
+            for k in range(self.n):
+                hk = _state_entry(h, k, cap, self.cells[k].output_size, True)
+                ck = _state_entry(c, k, cap, self.cells[k].hidden_size, True)
+                self.seqs[k].h0 = self.seqs[k].hn = hk
+                self.seqs[k].c0 = self.seqs[k].cn = ck
+                self.seqs[k].lengths = self.seqs[k].order = NULL
+                self.seqs[k].gx_start = NULL
+                self.seqs[k].state_rows = &rows[0] if B else NULL
             self._execute(&x[0, 0, 0] if x.size else NULL, &y[0, 0, 0] if y.size else NULL)
-        finally:
+        finally:   # the rows are this call's: a later run or step indexes states by batch row
             for k in range(self.n):
                 self.seqs[k].state_rows = NULL
 

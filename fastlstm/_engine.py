@@ -6,9 +6,13 @@ an ``Engine`` (``model.engine``), whose interface is small:
 - ``zero_state(batch)``, ``state_lists(state, batch, name)``, ``pack(hs, cs)``: states in the
   caller's layout (PyTorch's ``(layers*directions, batch, width)``, or per-layer tuples when
   the layers differ in size) and as the per-(layer, direction) arrays the kernel reads;
+  ``state_batch(state)``, the batch of a state nothing else fixes; ``cell_state(state,
+  batch, name)``, a one-cell ``(h, c)`` as ``LSTMCell`` takes it;
 - ``run(x, h0, c0, lengths, return_sequences, stepwise=...)``: one call over a batch;
-- ``stepper(h, c)`` / ``row_stepper(capacity)``: one-step runners bound to state arrays,
-  for streams and pools.
+- ``check_steps_forward(who)``: refuses a model that streams and pools cannot step;
+  ``stepper(h, c)``: a one-step runner bound to state arrays, for a stream;
+  ``workspace(plan)`` and ``runner(plan, workspace)``: runners on shared buffers, for a pool
+  (whose ``step_rows`` reads and writes each stream's row of the state slabs).
 
 How a call runs (projection mode, compaction, thread split, every buffer's size) is the
 core's plan (``_core.plan``), asked once per call shape; the engine keeps a few runners
@@ -50,8 +54,14 @@ class Engine:
     _KEEP_PLANS = 64
 
     def __init__(self, layers, bidirectional, batch_first, initial_state=None):
+        needed = 2 if bidirectional else 1
+        for k, layer in enumerate(layers):
+            if len(layer.directions) != needed:
+                raise ValueError(f"layer {k} has {len(layer.directions)} directions but a "
+                                 f"{'bidirectional' if bidirectional else 'unidirectional'} "
+                                 f"model needs {needed}")
         for prev, layer in zip(layers, layers[1:]):
-            want = prev.output_size * (2 if bidirectional else 1)
+            want = prev.output_size * needed
             if layer.input_size != want:
                 raise ValueError(f"layer input_size {layer.input_size} does not match the "
                                  f"previous layer's output {want}")
@@ -80,9 +90,8 @@ class Engine:
         # none start from it. Per-(layer, direction) read-only arrays; it fixes the batch.
         self.held_state = None
         if initial_state is not None:
-            h, c = initial_state
-            first = h[0] if isinstance(h, (tuple, list)) else np.asarray(h)[0]
-            held = self.state_lists(initial_state, np.shape(first)[0], "initial_state")
+            held = self.state_lists(initial_state, self.state_batch(initial_state),
+                                    "initial_state", against="initial_state h0")
             self.held_state = tuple([np.array(a, np.float32) for a in part] for part in held)
             for part in self.held_state:
                 for arr in part:
@@ -124,13 +133,35 @@ class Engine:
             return np.stack(hs), np.stack(cs)
         return tuple(hs), tuple(cs)
 
+    @staticmethod
+    def state_batch(state):
+        """The batch of a user state (h0, c0) that nothing else fixes: its first h array's
+        (0 when it is malformed, for state_lists to say how)."""
+        first = state[0] if isinstance(state, (tuple, list)) and state else None
+        try:
+            return np.asarray(first[0] if isinstance(first, (tuple, list)) else first).shape[-2]
+        except (IndexError, TypeError, ValueError):
+            return 0
+
+    def cell_state(self, state, batch, name):
+        """Validate a one-cell state (h, c) of (batch, width) arrays, as ``LSTMCell`` takes
+        it, into [h], [c]."""
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} must be a pair (h, c), got {type(state).__name__}")
+        ((O, H),) = self.widths
+        h, c = (float_array(v, f"{name} {label}") for v, label in zip(state, "hc"))
+        check_shape(h, f"{name} h", (batch, O), "(batch, output_size)")
+        check_shape(c, f"{name} c", (batch, H), "(batch, hidden_size)")
+        return [h], [c]
+
     def state_lists(self, state, batch, name, against="x"):
         """Validate a user state (h0, c0) into per-(layer, direction) float32 C-contiguous
-        2-D arrays; ``against`` names what fixes the batch size, for the message."""
+        aligned 2-D arrays; ``against`` names what fixes the batch size, for the message."""
         if self.uniform_state and type(state) in (tuple, list) and len(state) == 2:
             h, c = state   # the common case first: the arrays a call returned
             if (type(h) is np.ndarray and type(c) is np.ndarray and h.dtype == np.float32
                     and c.dtype == np.float32 and h.flags.c_contiguous and c.flags.c_contiguous
+                    and h.flags.aligned and c.flags.aligned
                     and h.shape == (self.entries, batch, self.widths[0][0])
                     and c.shape == (self.entries, batch, self.widths[0][1])):
                 return [h, c]
@@ -236,8 +267,10 @@ class Engine:
         """One call. x: float32 (B, T, I) or (T, B, I) per batch_first, validated; h0, c0:
         per-(layer, direction) arrays or None (zeros); lengths: validated int32 or None.
         ``stepwise`` makes each row's result independent of the batch it shares (streams,
-        pools). hn, cn: where the final states go (may be h0, c0); new zeros by default.
-        Returns (y, hn, cn), y None when not return_sequences... (see LSTM.__call__)."""
+        pools). hn, cn: where the final states go (may be h0, c0); new arrays by default.
+        Returns (y, hn, cn) as ``LSTM.__call__`` does: y every step's output, laid out as x,
+        or without return_sequences the last layer's final h of each direction side by side,
+        (B, D*output_size), zeros for a sequence of length 0."""
         bf = self.batch_first
         B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
         plan = self.plan(B, T, lengths is not None, stepwise)
@@ -269,6 +302,12 @@ class Engine:
     def runner(self, plan, workspace):
         """A runner following ``plan`` on ``workspace`` (which must fit it)."""
         return _core.Runner(self.kernels, plan, self.batch_first, workspace)
+
+    def check_steps_forward(self, who):
+        """Refuse, for ``who`` (a stream, a pool), a model that cannot run step by step."""
+        if not self.steps_forward:
+            raise ValueError(f"{who} needs a unidirectional model: a bidirectional or reverse "
+                             f"layer reads the future, so it cannot run step by step")
 
     def stepper(self, h, c):
         """A one-step runner over the states h, c (per-(layer, direction) arrays of one batch,

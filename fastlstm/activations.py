@@ -3,7 +3,8 @@
 An activation is written as a name (``"tanh"``), or with its parameters as ``(name, alpha)`` /
 ``(name, alpha, beta)``. Names are case-insensitive; ONNX spellings (``"HardSigmoid"``,
 ``"LeakyRelu"``...) are accepted. Every spec is normalised to ``(name, alpha, beta)``.
-The native kernel implements the same kinds in ``csrc/fastlstm.c`` (``fl_activate``).
+The native kernel implements the same kinds in ``csrc/fl_cell.c`` (``fl_activate``), sigmoid
+and tanh by the kernel table's own (``csrc/fl_simd_*.c``).
 """
 import numpy as np
 

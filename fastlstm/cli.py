@@ -5,6 +5,7 @@
 - ``inspect FILE``: the LSTMs in a model file, with the name to pick each by;
 - ``convert FILE [--module|--layer|--node|--scope NAME] -o OUT``: load one LSTM from a
   PyTorch, Keras, ONNX or TF1 file and save it in fastlstm's own format (``fastlstm.load``);
+  ``--node A,B`` picks a chain of ONNX LSTM nodes, one per layer;
 - ``bench [...]``: the benchmark, ``python -m fastlstm.bench`` with the same flags.
 
 Bad input (a missing file, a selector that does not fit the file's framework) ends with a
@@ -62,6 +63,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag} does not apply to {args.file!r}, {KIND_NAMES[kind]}: "
                              f"pick its LSTM with --{expected} NAME (`{PROG} inspect` lists them)")
         name = getattr(args, flag)
+        if flag == "node" and "," in name:
+            name = name.split(",")   # a chain of nodes, as inspect lists it
     model = load_source(args.file, name)
     model.save(args.output)
     print(f"wrote {args.output}: {model!r}")
@@ -91,10 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                                              "a fastlstm .npz (fastlstm.load reads it)")
     convert.add_argument("file", type=model_source, help="the model file, as for inspect")
     pick = convert.add_mutually_exclusive_group()
-    for flag, kind in (("module", "PyTorch"), ("layer", "Keras"), ("node", "ONNX"),
-                       ("scope", "TF1 checkpoint")):
+    for flag, kind, more in (("module", "PyTorch", ""), ("layer", "Keras", ""),
+                             ("node", "ONNX", "; a chain of nodes as NAME,NAME,..."),
+                             ("scope", "TF1 checkpoint", "")):
         pick.add_argument(f"--{flag}", metavar="NAME", help=f"the {kind} LSTM to take "
-                                                            f"(as `inspect` names it)")
+                                                            f"(as `inspect` names it{more})")
     convert.add_argument("-o", "--output", required=True, metavar="OUT",
                          help="where to write the model (.npz)")
     convert.set_defaults(run=cmd_convert)

@@ -119,17 +119,20 @@ class _Stack:
     # pickling -------------------------------------------------------------------------
     # By value and compact: sizes, options and each weight's raw float32 bytes. The pickle
     # names no callable but the model's class (pickle's NEWOBJ), and unpickling validates
-    # every weight as a loader does, then rebuilds the kernels.
-    # A quantized model pickles as format 2 (its codes too), which older versions refuse.
-    _PICKLE_FORMAT = 1
-    _PICKLE_FORMAT_QUANTIZED = 2
+    # every weight as a loader does, then rebuilds the kernels. Format 2 is format 1 for a
+    # model with a reverse layer or a held initial_state, which format-1 readers (fastlstm
+    # before those) would silently drop: they refuse 2. Format 3 adds a quantized model's
+    # codes, which readers of 1 and 2 would drop. Other models stay format 1.
+    _PICKLE_FORMATS = (1, 2, 3)
+    _PICKLE_FORMAT_QUANTIZED = 3
 
     def __getstate__(self):
         raw = lambda arr: (arr.shape, arr.astype("<f4", copy=False).tobytes())
         held = self._engine.held_state
+        newer = held is not None or any(layer.reverse for layer in self._engine.layers)
         quantized = self.precision != "float32"
         state = {
-            "format": self._PICKLE_FORMAT_QUANTIZED if quantized else self._PICKLE_FORMAT,
+            "format": self._PICKLE_FORMAT_QUANTIZED if quantized else 2 if newer else 1,
             "bidirectional": self._engine.bidirectional,
             "batch_first": self._engine.batch_first,
             "layers": [{
@@ -152,8 +155,7 @@ class _Stack:
         return state
 
     def __setstate__(self, state):
-        if not isinstance(state, dict) or state.get("format") not in (
-                self._PICKLE_FORMAT, self._PICKLE_FORMAT_QUANTIZED):
+        if not isinstance(state, dict) or state.get("format") not in self._PICKLE_FORMATS:
             raise ValueError(f"cannot unpickle {type(self).__name__}: unknown format "
                              f"{state.get('format') if isinstance(state, dict) else state!r}")
         layers = []
@@ -282,13 +284,7 @@ class LSTMCell(_Stack):
         if state is None:
             h0 = c0 = [None]
         else:
-            if not isinstance(state, (tuple, list)) or len(state) != 2:
-                raise TypeError(f"state must be a pair (h, c), got {type(state).__name__}")
-            h = float_array(state[0], "state h")
-            c = float_array(state[1], "state c")
-            check_shape(h, "state h", (B, self.output_size), "(batch, output_size)")
-            check_shape(c, "state c", (B, self.hidden_size), "(batch, hidden_size)")
-            h0, c0 = [h], [c]
+            h0, c0 = self._engine.cell_state(state, B, "state")
         y, hn, cn = self._engine.run(x[:, None, :], h0, c0, None, return_sequences=False,
                                      stepwise=True)
         return y, (hn[0], cn[0])

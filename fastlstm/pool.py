@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ._checks import check_shape, float_array
+from ._checks import float_array
 from ._engine import gather_rows
 from .models import LSTM, LSTMCell
 from .runtime import get_num_threads
@@ -45,9 +45,7 @@ class StreamPool:
         if not isinstance(lstm, (LSTM, LSTMCell)):
             raise TypeError(f"StreamPool needs a fastlstm.LSTM or LSTMCell, "
                             f"got {type(lstm).__name__}")
-        if not lstm.engine.steps_forward:
-            raise ValueError("StreamPool needs a unidirectional model: a bidirectional or "
-                             "reverse layer reads the future, so it cannot run step by step")
+        lstm.engine.check_steps_forward("StreamPool")
         self._model = lstm
         self._engine = lstm.engine
         self._lock = threading.Lock()
@@ -97,15 +95,9 @@ class StreamPool:
         """A user state for one stream as per-(layer, direction) (1, features) arrays."""
         model = self._model
         name = f"open({key!r}): state"
-        if not isinstance(model, LSTMCell):
-            return self._engine.state_lists(state, 1, name, against="a StreamPool stream")
-        # A cell's state is (batch, features), as cell(x_t, state) takes it.
-        if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise TypeError(f"{name} must be a pair (h, c), got {type(state).__name__}")
-        h, c = (float_array(v, f"{name} {label}") for v, label in zip(state, "hc"))
-        check_shape(h, f"{name} h", (1, model.output_size), "(1, output_size)")
-        check_shape(c, f"{name} c", (1, model.hidden_size), "(1, hidden_size)")
-        return [h], [c]
+        if isinstance(model, LSTMCell):   # (batch, features), as cell(x_t, state) takes it
+            return self._engine.cell_state(state, 1, name)
+        return self._engine.state_lists(state, 1, name, against="a StreamPool stream")
 
     def _packed_state(self, slot):
         """Copies of one stream's state, shaped as the model's own states for a batch of 1."""

@@ -11,8 +11,6 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ._checks import check_int, check_shape, float_array, lengths_array
 from ._typing import Array, ArrayLike, State, StateArray
 from .runtime import get_num_threads as _num_threads
@@ -24,9 +22,7 @@ if TYPE_CHECKING:
 class Stream:
     def __init__(self, model: LSTM, batch_size: int = 1,
                  state: Sequence[StateArray] | None = None) -> None:
-        if not model.engine.steps_forward:
-            raise ValueError("stream() needs a unidirectional model: a bidirectional or "
-                             "reverse layer reads the future, so it cannot run step by step")
+        model.engine.check_steps_forward("stream()")
         self._model = model
         self._engine = model.engine
         self._lock = threading.Lock()
@@ -61,13 +57,8 @@ class Stream:
         else:
             if batch_size is not None:
                 batch_size = check_int(batch_size, "batch_size", minimum=0)
-            first = state[0] if isinstance(state, (tuple, list)) and state else None
-            try:
-                arr = np.asarray(first[0] if isinstance(first, (tuple, list)) else first)
-                batch = arr.shape[-2]
-            except (IndexError, TypeError, ValueError):
-                batch = 0  # malformed: state_lists says how
-            h, c = engine.state_lists(state, batch, "state")
+            batch = engine.state_batch(state)
+            h, c = engine.state_lists(state, batch, "state", against="state h0")
             if batch_size is not None and batch != batch_size:
                 raise ValueError(f"state has batch {batch} but batch_size is {batch_size}")
             h = [a.copy() for a in h]
@@ -96,7 +87,8 @@ class Stream:
             self._release()
         if y is not None:
             return y
-        # anything but a C-contiguous float32 array of the right shape, or a new thread count
+        # anything but an aligned C-contiguous float32 array of the right shape, or a new
+        # thread count
         x_t = float_array(x_t, "x_t")
         check_shape(x_t, "x_t", (None, self._engine.input_size), "(batch, input_size)")
         if x_t.shape[0] != self._batch:
@@ -106,7 +98,13 @@ class Stream:
             if self._stepper.plan.threads != threads:
                 self._stepper = self._engine.stepper(self._h, self._c)
                 self._step = self._stepper.step
-            return self._step(np.ascontiguousarray(x_t), threads)
+            y = self._step(x_t, threads)
+        if y is None:   # float_array's array is one the fast path takes: a bug, not bad input
+            raise RuntimeError(f"Stream.step: the kernel did not take x_t as converted "
+                               f"({x_t.dtype} {x_t.shape}, C-contiguous "
+                               f"{x_t.flags.c_contiguous}, aligned {x_t.flags.aligned}, "
+                               f"{threads} threads)")
+        return y
 
     def feed(self, x_chunk: ArrayLike, lengths: ArrayLike | None = None) -> Array:
         """A chunk of steps, laid out like the model's input ((batch, time, input) by default).

@@ -93,6 +93,16 @@ def _odd_strides(x):
     return big[::3, ::2]
 
 
+def _unaligned(x):
+    """A float32 copy of x at an odd address, as a view of a byte buffer read at offset 1:
+    C-contiguous float32, but not aligned."""
+    x = np.asarray(x, np.float32)
+    out = np.frombuffer(bytearray(x.nbytes + 1), np.float32, x.size, offset=1).reshape(x.shape)
+    out[...] = x
+    assert out.flags.c_contiguous and not out.flags.aligned
+    return out
+
+
 ACCEPTED_X = {
     "float32": lambda x: x,
     "float16": lambda x: x.astype(np.float16),
@@ -105,6 +115,7 @@ ACCEPTED_X = {
     "odd_strides": _odd_strides,
     "slice_of_wider_last_axis": _wide_slice,
     "read_only": _readonly,
+    "unaligned_float32": _unaligned,
     "broadcast_view": _broadcast,
     "nested_list_of_floats": lambda x: x.tolist(),
     "nested_tuple": lambda x: tuple(tuple(tuple(r) for r in s) for s in x.tolist()),
@@ -241,6 +252,9 @@ ACCEPTED_STATES = {
     "negative_strides": lambda h, c: (h[:, ::-1][:, ::-1].copy()[::-1][::-1],
                                       c[::-1].copy()[::-1]),
     "read_only": lambda h, c: tuple(_readonly(a) for a in (h, c)),
+    "unaligned_float32": lambda h, c: (_unaligned(h), _unaligned(c)),
+    "unaligned_h_only": lambda h, c: (_unaligned(h), c.astype(np.float32)),
+    "unaligned_per_layer": lambda h, c: (tuple(map(_unaligned, h)), tuple(map(_unaligned, c))),
     "broadcast": lambda h, c: (np.broadcast_to(h[:, :1], h.shape),
                                np.broadcast_to(c[:1], c.shape)),
     "nested_lists": lambda h, c: (h.tolist(), c.tolist()),
@@ -316,6 +330,7 @@ ACCEPTED_LENGTHS = {
     "all_zero": [0, 0],
     "all_full": [T, T],
     "read_only": _readonly(np.array([1, 4])),
+    "unaligned_int32": np.frombuffer(bytearray(9), np.int32, 2, offset=1),
     "strided": np.array([4, 9, 2, 9])[::2],
     "numpy_scalars": [np.int64(2), np.uint8(5)],
 }
@@ -535,16 +550,18 @@ def cell():
 
 
 @pytest.mark.parametrize("layout", ["float64", "fortran", "reversed", "broadcast", "list",
-                                    "zero_batch"])
+                                    "zero_batch", "unaligned"])
 def test_cell_accepts(cell, layout):
     x = np.random.default_rng(0).standard_normal((3, I))
     h = np.random.default_rng(1).standard_normal((3, 2))
     c = np.random.default_rng(2).standard_normal((3, H))
     x = {"float64": x, "fortran": np.asfortranarray(x), "reversed": x[::-1],
          "broadcast": np.broadcast_to(x[:1], x.shape), "list": x.tolist(),
-         "zero_batch": x[:0]}[layout]
+         "zero_batch": x[:0], "unaligned": _unaligned(x)}[layout]
     n = len(x)
     state = (h[:n], c[:n])
+    if layout == "unaligned":
+        state = (_unaligned(h), _unaligned(c))
     y, (hn, cn) = cell(x, state)
     yr, (hr, cr) = reference.run(cell, np.asarray(x, np.float32).astype(np.float64),
                                  initial_state=tuple(np.asarray(s, np.float32) for s in state))
@@ -686,6 +703,41 @@ def test_stream_accepts_odd_layouts(model, x32):
     x16[:, 3] = x16[:, 3].astype(np.float16)
     assert_close(ys[3], reference.run(model, x16)[0][:, 3])
     assert_close(ys[4], reference.run(model, x16)[0][:, 4])
+
+
+def test_stream_steps_unaligned_float32(model, x32):
+    """A C-contiguous float32 x_t or state at an odd address (a view of a byte buffer) is
+    copied, not refused by the kernel's fast path and handed back as None."""
+    ref = reference.run(model, x32)[0]
+    s = model.stream(batch_size=B)
+    for t in range(T):
+        y = s.step(_unaligned(x32[:, t]))
+        assert isinstance(y, np.ndarray) and y.shape == (B, H)
+        assert_close(y, ref[:, t])
+    state = _state(model)
+    s.reset(state=(_unaligned(state[0]), _unaligned(state[1])))
+    aligned = model.stream(batch_size=B, state=tuple(np.float32(a) for a in state))
+    np.testing.assert_array_equal(s.step(_unaligned(x32[:, 0])), aligned.step(x32[:, 0]))
+
+
+def test_stream_step_raises_if_the_kernel_still_refuses(model, x32):
+    """Past the conversion the kernel's fast path always takes x_t; if it ever returned
+    nothing, step says so instead of returning None."""
+    s = model.stream(batch_size=B)
+    s._step = lambda x_t, threads: None
+    _refused(RuntimeError, lambda: s.step(x32[:, 0]), r"^Stream.step: the kernel did not take "
+             r"x_t", r"float32 \(2, 3\)")
+
+
+def test_pool_takes_unaligned_inputs_and_states(model, x32):
+    pool = fastlstm.StreamPool(model)
+    h, c = _state(model, batch=1)
+    pool.open("a", state=(_unaligned(h), _unaligned(c)))
+    pool.open("b")
+    ys = pool.step({"a": _unaligned(x32[0, 0]), "b": _unaligned(x32[1, :1])})
+    ref_a = reference.run(model, x32[:1, :1], initial_state=(h, c))[0]
+    assert_close(ys["a"], ref_a[0, 0])
+    assert_close(ys["b"], reference.run(model, x32[1:, :1])[0][0])
 
 
 # --- calls the kernel cannot index -----------------------------------------------------------

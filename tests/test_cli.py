@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import fastlstm
 from fastlstm import cli
 
-from conftest import assert_close
+from conftest import assert_close, torch_export_warnings
 
 I, H, B, T = 3, 5, 2, 6
 
@@ -93,6 +93,41 @@ def test_convert_by_node_name_in_a_fresh_process(onnx_file, tmp_path):
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(fastlstm.load(out).weights["weight_hh_l0"],
                                   fastlstm.LSTM.from_onnx(onnx_file).weights["weight_hh_l0"])
+
+
+@torch_export_warnings
+def test_convert_takes_a_chain_of_onnx_nodes(tmp_path, capsys):
+    """torch.onnx.export writes a 2-layer nn.LSTM as two LSTM nodes; ``--node A,B`` takes
+    the chain as one 2-layer model (the loader's node=[A, B]), ``--node A`` the first alone."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(I, H, 2).eval()
+    x = np.random.default_rng(3).standard_normal((T, B, I)).astype(np.float32)
+    path = str(tmp_path / "stack.onnx")
+    torch.onnx.export(module, (torch.from_numpy(x),), path, dynamo=False, input_names=["x"],
+                      output_names=["y", "h", "c"], opset_version=14)
+    names = [n.name for n in onnx.load(path).graph.node if n.op_type == "LSTM"]
+    assert len(names) == 2
+    out = tmp_path / "stack.npz"
+    assert cli.main(["convert", path, "--node", ",".join(names), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: LSTM({I}, {H}, num_layers=2")
+    model = fastlstm.load(out)
+    y, (h, c) = model(x)
+    y_ref, (h_ref, c_ref) = fastlstm.reference.run(model, x)
+    assert_close(y, y_ref)
+    assert_close(h, h_ref)
+    assert_close(c, c_ref)
+    with torch.no_grad():
+        y_torch, _ = module(torch.from_numpy(x))
+    np.testing.assert_allclose(y, y_torch.numpy(), atol=1e-5, rtol=0)
+
+    first = tmp_path / "first.npz"
+    assert cli.main(["convert", path, "--node", names[0], "-o", str(first)]) == 0
+    assert fastlstm.load(first).num_layers == 1
+    assert cli.main(["convert", path, "--node", f"{names[1]},{names[0]}", "-o",
+                     str(tmp_path / "never.npz")]) == 1
+    assert "does not take" in capsys.readouterr().err
 
 
 def test_inspect_onnx_prints_the_inventory(onnx_file, capsys):

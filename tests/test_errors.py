@@ -79,3 +79,36 @@ def test_from_cells_rejects_mismatched_sizes():
         fastlstm.LSTM.from_cells([fastlstm.LSTMCell(3, 4), fastlstm.LSTMCell(5, 4)])
     with pytest.raises(TypeError, match=r"cells\[0\] must be an LSTMCell"):
         fastlstm.LSTM.from_cells(["cell"])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_from_layers_rejects_directions_that_do_not_match_the_model(bidirectional):
+    """Each layer has two directions in a bidirectional model and one otherwise; a mismatch
+    is refused when the model is built, naming the layer, not at its first call."""
+    other = fastlstm.LSTM(3, 4, num_layers=2, bidirectional=not bidirectional, seed=0)
+    given, needed = (1, 2) if bidirectional else (2, 1)
+    with pytest.raises(ValueError, match=rf"^layer 0 has {given} directions but a "
+                                         rf"{'bi' if bidirectional else 'uni'}directional model "
+                                         rf"needs {needed}$"):
+        fastlstm.LSTM.from_layers(other.layers, bidirectional=bidirectional)
+    # one bad layer among good ones is named
+    same = fastlstm.LSTM(3, 4, num_layers=2, bidirectional=bidirectional, seed=0)
+    with pytest.raises(ValueError, match=rf"^layer 1 has {given} directions"):
+        fastlstm.LSTM.from_layers([same.layers[0], other.layers[1]],
+                                  bidirectional=bidirectional)
+
+
+@pytest.mark.parametrize("initial_state,exc,pattern", [
+    ("hc", TypeError, r"^initial_state must be a pair \(h0, c0\), got str"),
+    ((np.zeros((1, 2, 4)),), TypeError, r"^initial_state must be a pair \(h0, c0\), got tuple "
+                                        r"of length 1"),
+    ((np.zeros((1, 2, 4)), np.zeros((1, 3, 4))), ValueError,
+     r"^initial_state c0 has batch 3 but initial_state h0 has batch 2$"),
+    ((np.zeros(4), np.zeros(4)), ValueError, r"^initial_state h0 must have 3 dimensions"),
+])
+def test_a_held_initial_state_is_checked_like_a_calls(initial_state, exc, pattern):
+    """The state a model holds (from_layers, the ONNX loader) takes its batch from its h0 and
+    is checked as a call's initial_state is, with the same messages."""
+    layers = fastlstm.LSTM(3, 4, seed=0).layers
+    with pytest.raises(exc, match=pattern):
+        fastlstm.LSTM.from_layers(layers, initial_state=initial_state)

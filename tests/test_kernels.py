@@ -10,6 +10,8 @@ import pytest
 
 from fastlstm import _core, activations
 
+from conftest import run_portable
+
 GRID = np.concatenate([
     np.linspace(-20, 20, 200001),
     np.linspace(-0.6, 0.6, 20001),          # around tanh's switch between its two formulas
@@ -19,7 +21,8 @@ GRID = np.concatenate([
 
 @pytest.mark.parametrize("name,bound", [("sigmoid", 1.5e-7), ("tanh", 2.5e-7)])
 def test_vectorized_activation_error_bound(name, bound):
-    """The stated bounds of csrc/fl_simd.c: absolute error against float64."""
+    """The activations of the kernel table in use (fl_activate calls them), against float64:
+    csrc/fl_simd_internal.h states 1e-7 for the SIMD tables; libm's serve the portable one."""
     spec = activations.resolve(name)
     values = GRID.copy()
     _core.apply_activation(spec, values)
@@ -49,7 +52,7 @@ def test_every_activation_kernel_matches_the_table(name):
 
 def test_portable_path_matches_reference(tmp_path):
     """FASTLSTM_SIMD=portable forces the plain C kernels, as on a CPU without AVX2/FMA."""
-    code = textwrap.dedent("""
+    code = """
         import numpy as np, fastlstm
         from fastlstm import reference, show_config
         assert fastlstm.runtime.config()["simd"].startswith("portable")
@@ -66,20 +69,15 @@ def test_portable_path_matches_reference(tmp_path):
                 y1 = s.step(x[:1, 0])
                 assert np.abs(y1 - yr[:1, 0]).max() < 2e-6
         print("portable ok")
-    """)
-    env = dict(os.environ, FASTLSTM_SIMD="portable")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=tmp_path,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "portable ok" in out.stdout
+    """
+    assert "portable ok" in run_portable(code, tmp_path)
 
 
 def test_portable_sgemm_projection_is_the_same_for_any_thread_count(tmp_path):
     """The portable build projects the inputs with BLAS sgemm, in row chunks cut at fixed
     places (several chunks, several K blocks here, with and without lengths): 1, 2 and 3
     threads give the same bits, whatever kernel OpenBLAS picks, and match the reference."""
-    code = textwrap.dedent("""
+    code = """
         import numpy as np, fastlstm
         from fastlstm import reference
         assert fastlstm.runtime.config()["blas_used"]
@@ -96,12 +94,8 @@ def test_portable_sgemm_projection_is_the_same_for_any_thread_count(tmp_path):
             yr, _ = reference.run(m, x, **kw)
             assert np.abs(runs[0][0] - yr).max() < 2e-6, np.abs(runs[0][0] - yr).max()
         print("sgemm ok")
-    """)
-    env = dict(os.environ, FASTLSTM_SIMD="portable")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "sgemm ok" in out.stdout
+    """
+    assert "sgemm ok" in run_portable(code, tmp_path, timeout=300)
 
 
 def test_wide_and_narrow_simd_kernels_give_identical_bits(tmp_path):

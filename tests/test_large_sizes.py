@@ -1,6 +1,6 @@
 """Sizes past 32-bit BLAS indices.
 
-``scipy.linalg.cython_blas.sgemm`` takes 32-bit ints. The kernel (csrc/fastlstm.c,
+``scipy.linalg.cython_blas.sgemm`` takes 32-bit ints. The kernel (csrc/fl_run.c,
 ``input_projection``) never hands it a size that grows with the input: each call covers at
 most FL_PROJ_ROWS = 1024 rows and FL_K_CHUNK = 64 inputs, and every offset into x, Gx and y
 is computed in 64 bits, in the tile kernels too (which project the inputs wherever AVX2 or

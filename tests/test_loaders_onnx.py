@@ -7,6 +7,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fastlstm
 
+from conftest import torch_export_warnings
+
 TOL = 1e-5
 OPSET = 14  # the first opset with the LSTM `layout` attribute
 IR_VERSION = 8  # well inside what onnxruntime 1.x accepts
@@ -227,15 +229,7 @@ def test_errors(tmp_path):
         fastlstm.LSTM.from_onnx(empty)
 
 
-# torch's legacy exporter warns about itself and calls its own deprecated helpers
-@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"
-                            ":DeprecationWarning")
-@pytest.mark.filterwarnings("ignore:The feature will be removed. Please remove usage of this "
-                            "function:DeprecationWarning")
-@pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size other than 1"
-                            ":UserWarning")
-@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean might cause the "
-                            "trace to be incorrect:torch.jit.TracerWarning")
+@torch_export_warnings
 def test_torch_exported_model():
     """A real exporter's graph: torch.onnx.export of a 2-layer bidirectional nn.LSTM (one LSTM
     node per layer, zero initial states as initializers) loads node by node and matches ORT."""

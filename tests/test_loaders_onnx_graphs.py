@@ -9,6 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fastlstm
 
+from conftest import torch_export_warnings
+
 TOL = 1e-5
 OPSET = 14
 IR_VERSION = 8
@@ -52,30 +54,7 @@ def _export(module, args, dynamo, input_names, tmp_path):
     return path
 
 
-# the legacy exporter warns about itself and calls its own deprecated helpers; torch.export
-# (dynamo=True) calls a pytree helper it deprecates itself
-EXPORT_WARNINGS = [
-    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export"
-                               ":DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:The feature will be removed. Please remove usage of "
-                               "this function:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:Exporting a model to ONNX with a batch_size other than 1"
-                               ":UserWarning"),
-    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-    pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated"
-                               ":FutureWarning"),
-]
-
-
-def _mark(marks):
-    def apply(fn):
-        for m in marks:
-            fn = m(fn)
-        return fn
-    return apply
-
-
-@_mark(EXPORT_WARNINGS)
+@torch_export_warnings
 @pytest.mark.parametrize("dynamo", [False, True])
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_torch_export_of_a_stack_loads_as_one_model(tmp_path, dynamo, bidirectional):
@@ -107,7 +86,7 @@ def test_torch_export_of_a_stack_loads_as_one_model(tmp_path, dynamo, bidirectio
     assert fastlstm.inspection.load_source(path, chain[0].name).weights.keys() == lstm.weights.keys()
 
 
-@_mark(EXPORT_WARNINGS)
+@torch_export_warnings
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_torch_export_with_initial_states(tmp_path, dynamo):
     """Exported with (h0, c0) as graph inputs, each node slices its layer's part: the
@@ -150,7 +129,7 @@ def _packed(module):
     return Packed().eval()
 
 
-@_mark(EXPORT_WARNINGS)
+@torch_export_warnings
 @pytest.mark.filterwarnings("ignore:The shape inference of prim:UserWarning")
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_torch_export_with_packed_sequences(tmp_path, bidirectional):

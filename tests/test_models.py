@@ -5,7 +5,8 @@ import pytest
 import fastlstm
 from fastlstm import _core, reference
 
-from conftest import assert_close, assert_states_close, random_input, random_state
+from conftest import (assert_close, assert_states_close, random_input, random_state,
+                      run_portable)
 
 CELL_OPTIONS = [
     {},
@@ -369,3 +370,108 @@ def test_held_initial_state_pickles_and_saves(tmp_path):
         np.testing.assert_array_equal(clone.initial_state[0], held[0])
         np.testing.assert_array_equal(clone(x)[0], y)
     assert base.initial_state is None
+
+
+def _reverse_stack(proj_size, batch_first=True):
+    """Three layers, the first and last reverse (ONNX direction="reverse" nodes), sized so
+    that two threads share a step from a batch of 15 (fl_tuning.h's thresholds)."""
+    from dataclasses import replace
+
+    base = fastlstm.LSTM(16, 64, num_layers=3, proj_size=proj_size, batch_first=batch_first,
+                         seed=11)
+    layers = [replace(l, reverse=k != 1) for k, l in enumerate(base.layers)]
+    return fastlstm.LSTM.from_layers(layers, batch_first=batch_first)
+
+
+STEP_BATCH = _core._kernel_constants_for_test()["FL_STEP_PROJECTION_MIN_BATCH"]
+
+
+@pytest.mark.parametrize("proj_size", [0, 20])
+@pytest.mark.parametrize("batch", [3, STEP_BATCH + 3, 24])
+def test_reverse_layers_on_batches_threads_and_projections(batch, proj_size):
+    """Reverse layers against the reference below and past the batch from which the inputs
+    are projected step by step, with a projection, on one thread and on two (cutting a step
+    by hidden blocks at 15 rows, by rows at 24), which give the same bits."""
+    model = _reverse_stack(proj_size)
+    rng = np.random.default_rng(batch)
+    x = random_input(model, batch, 7, seed=batch)
+    lengths = rng.integers(0, 8, batch)
+    lengths[:2] = [7, 0]
+    state = random_state(model, batch)
+    runs = {}
+    for threads in (1, 2):
+        fastlstm.set_num_threads(threads)
+        plan = model.engine.plan(batch, 7, lengths=True)
+        simd = not _core.runtime_facts()["blas_used"]
+        assert all(r["by_step"] == (simd and batch >= STEP_BATCH) for r in plan.decisions)
+        if threads == 2 and batch > STEP_BATCH:
+            assert max(r["threads"] for r in plan.decisions) == 2
+        runs[threads] = [model(x, state, lengths=lengths),
+                         model(x, state, lengths=lengths, return_sequences=False),
+                         model(x)]
+    for got in (runs[1], runs[2]):
+        for (y, (h, c)), kwargs in zip(got, [dict(initial_state=state, lengths=lengths),
+                                             dict(initial_state=state, lengths=lengths,
+                                                  return_sequences=False), {}]):
+            y_ref, (h_ref, c_ref) = reference.run(model, x, **kwargs)
+            assert_close(y, y_ref)
+            assert_close(h, h_ref)
+            assert_close(c, c_ref)
+    for (y1, (h1, c1)), (y2, (h2, c2)) in zip(runs[1], runs[2]):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(h1, h2)
+        np.testing.assert_array_equal(c1, c2)
+
+
+def test_reverse_layers_on_the_portable_kernels(tmp_path):
+    """The same under FASTLSTM_SIMD=portable (plain C, sgemm projections), in a fresh
+    process: the kernel table is chosen once per process."""
+    code = """
+        import numpy as np
+        import fastlstm
+        from fastlstm import reference
+        from conftest import assert_close, random_input, random_state
+        from test_models import _reverse_stack
+        assert fastlstm.runtime.config()["simd"].startswith("portable")
+        for proj_size, batch_first, threads in ((0, True, 1), (20, False, 2)):
+            fastlstm.set_num_threads(threads)
+            model = _reverse_stack(proj_size, batch_first)
+            x = random_input(model, 15, 7, seed=proj_size)
+            lengths = np.array([7, 0] + [1, 3, 6, 7, 2] * 2 + [5, 4, 7])
+            state = random_state(model, 15)
+            for kwargs in (dict(initial_state=state, lengths=lengths), {},
+                           dict(lengths=lengths, return_sequences=False)):
+                y, (h, c) = model(x, **kwargs)
+                y_ref, (h_ref, c_ref) = reference.run(model, x, **kwargs)
+                assert_close(y, y_ref)
+                assert_close(h, h_ref)
+                assert_close(c, c_ref)
+        print("portable reverse ok")
+    """
+    assert "portable reverse ok" in run_portable(code, tmp_path)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_held_state_with_empty_sequences_and_last_outputs(batch_first):
+    """A model holding an initial state (with a reverse layer), called without one on
+    sequences of length 0, and on time 0, for the last output only: zeros for those
+    sequences, their final state the held one, as the reference says."""
+    from dataclasses import replace
+
+    base = fastlstm.LSTM(3, 4, num_layers=2, batch_first=batch_first, seed=4)
+    held = random_state(base, 3, seed=5)
+    model = fastlstm.LSTM.from_layers([replace(base.layers[0], reverse=True), base.layers[1]],
+                                      batch_first=batch_first, initial_state=held)
+    for steps, lengths in ((5, np.array([5, 0, 2])), (0, None), (0, np.zeros(3, int))):
+        x = random_input(model, 3, steps)
+        y, (h, c) = model(x, lengths=lengths, return_sequences=False)
+        y_ref, (h_ref, c_ref) = reference.run(model, x, lengths=lengths,
+                                              return_sequences=False)
+        assert y.shape == (3, 4)
+        assert_close(y, y_ref)
+        assert_close(h, h_ref)
+        assert_close(c, c_ref)
+        empty = (np.full(3, steps) if lengths is None else lengths) == 0
+        assert not y[empty].any()
+        np.testing.assert_array_equal(h[:, empty], held[0][:, empty])
+        np.testing.assert_array_equal(c[:, empty], held[1][:, empty])

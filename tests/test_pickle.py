@@ -112,3 +112,56 @@ def test_an_unpickled_model_serves_a_pool():
     for t in range(5):
         a, b = (pool.step({"k": x[t]})["k"] for pool in pools)
         np.testing.assert_array_equal(a, b)
+
+
+def _reverse_and_held():
+    from dataclasses import replace
+
+    base = fastlstm.LSTM(3, 4, num_layers=2, seed=1)
+    reverse = fastlstm.LSTM.from_layers([replace(base.layers[0], reverse=True),
+                                         base.layers[1]])
+    held = fastlstm.LSTM.from_layers(base.layers, initial_state=base.zero_state(2))
+    return base, reverse, held
+
+
+def test_models_older_versions_would_misread_pickle_as_format_2(monkeypatch):
+    """Format 1 readers ignore a reverse layer and a held initial_state, and would give other
+    numbers: such models pickle as format 2, which those readers refuse; any other model
+    stays format 1, which every version reads."""
+    base, reverse, held = _reverse_and_held()
+    assert base.__getstate__()["format"] == 1
+    assert reverse.__getstate__()["format"] == 2
+    assert held.__getstate__()["format"] == 2
+    data = {name: pickle.dumps(m) for name, m in
+            (("base", base), ("reverse", reverse), ("held", held))}
+    monkeypatch.setattr(fastlstm.LSTM, "_PICKLE_FORMATS", (1,))   # as an older reader
+    pickle.loads(data["base"])
+    for name in ("reverse", "held"):
+        with pytest.raises(ValueError, match="^cannot unpickle LSTM: unknown format 2$"):
+            pickle.loads(data[name])
+
+
+def test_format_1_pickles_still_load():
+    """What earlier versions wrote (format 1, with or without the reverse and initial_state
+    entries) loads as it did."""
+    base, reverse, held = _reverse_and_held()
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    for model in (base, reverse, held):
+        state = model.__getstate__()
+        state["format"] = 1
+        clone = fastlstm.LSTM.__new__(fastlstm.LSTM)
+        clone.__setstate__(state)
+        assert [l.reverse for l in clone.layers] == [l.reverse for l in model.layers]
+        assert (clone.initial_state is None) == (model.initial_state is None)
+        np.testing.assert_array_equal(clone(x)[0], model(x)[0])
+    state = base.__getstate__()
+    del state["initial_state"]
+    for layer in state["layers"]:
+        del layer["reverse"]
+    clone = fastlstm.LSTM.__new__(fastlstm.LSTM)
+    clone.__setstate__(state)
+    np.testing.assert_array_equal(clone(x)[0], base(x)[0])
+    with pytest.raises(ValueError, match="unknown format 4"):
+        fastlstm.LSTM.__new__(fastlstm.LSTM).__setstate__(dict(state, format=4))
+    with pytest.raises(ValueError, match="pickled precision must be one of"):   # 3: quantized
+        fastlstm.LSTM.__new__(fastlstm.LSTM).__setstate__(dict(state, format=3))

@@ -119,3 +119,21 @@ def test_buffers_sized_by_the_plan_are_enough(batch, steps, lengths):
     assert_close(y, y_ref)
     assert_close(hn, h_ref)
     assert_close(cn, c_ref)
+
+
+@pytest.mark.parametrize("other", [
+    {"num_layers": 1},                   # fewer cells
+    {"num_layers": 2, "hidden_size": 8},  # the same cells, other sizes
+    {"num_layers": 2, "proj_size": 3},
+    {"num_layers": 2, "input_size": 5},
+    {"num_layers": 2, "peepholes": True},  # the same sizes; the plan fuses only standard cells
+])
+def test_a_runner_refuses_a_plan_made_for_other_layers(other):
+    model = fastlstm.LSTM(4, 6, num_layers=2, seed=0)
+    kwargs = dict({"input_size": 4, "hidden_size": 6, "seed": 0}, **other)
+    plan = fastlstm.LSTM(**kwargs).engine.plan(3, 2)
+    ws = model.engine.workspace(plan)
+    with pytest.raises(ValueError, match=r"^the plan was made for other layers"):
+        model.engine.runner(plan, ws)
+    own = model.engine.plan(3, 2)
+    assert model.engine.runner(own, model.engine.workspace(own)).plan is own

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 import fastlstm
 from fastlstm import reference
 
+from conftest import assert_close
+
 ATOL = RTOL = 2e-5   # float32 kernel vs float64 reference over a few dozen steps
 
 
@@ -258,8 +260,11 @@ def test_errors_name_the_key_and_the_argument():
     with pytest.raises(TypeError, match=r"open\('b'\): state must be a pair"):
         pool.open("b", state=np.zeros((2, 1, 4)))
     cell_pool = fastlstm.StreamPool(fastlstm.LSTMCell(3, 4))
-    with pytest.raises(ValueError, match=r"open\('c'\): state h must have shape"):
+    with pytest.raises(ValueError, match=r"open\('c'\): state h must have shape \(batch, "
+                                         r"output_size\) = \(1, 4\), got \(2, 4\)"):
         cell_pool.open("c", state=(np.zeros((2, 4)), np.zeros((1, 4))))
+    with pytest.raises(TypeError, match=r"^open\('c'\): state must be a pair \(h, c\)"):
+        cell_pool.open("c", state=np.zeros((2, 1, 4)))
     assert "b" not in pool and "c" not in cell_pool
     with pytest.raises(ValueError, match="unidirectional"):
         fastlstm.StreamPool(fastlstm.LSTM(3, 4, bidirectional=True))
@@ -281,6 +286,48 @@ def test_a_failed_step_moves_no_stream():
     for k, (h, c) in zip("ab", before):
         np.testing.assert_array_equal(pool.state(k)[0], h)
         np.testing.assert_array_equal(pool.state(k)[1], c)
+
+
+def test_a_refused_row_step_leaves_no_rows_behind():
+    """The core's row step (what a pool step calls) checks every row and every state slab
+    before it sets anything: after a bad row index or a bad slab, the slabs are as they were,
+    a plain run of the same runner reads sequence b's state from row b, and a good row step
+    gives the reference's numbers."""
+    model = fastlstm.LSTM(3, 5, num_layers=2, seed=2)
+    engine = model.engine
+    B, capacity = 2, 4
+    plan = engine.plan(B, 1, stepwise=True)
+    runner = engine.runner(plan, engine.workspace(plan))
+    rng = np.random.default_rng(0)
+    h = [rng.standard_normal((capacity, 5)).astype(np.float32) for _ in range(2)]
+    c = [rng.standard_normal((capacity, 5)).astype(np.float32) for _ in range(2)]
+    before = [a.copy() for a in h + c]
+    x = rng.standard_normal((B, 1, 3)).astype(np.float32)
+    y = np.empty((B, 1, 5), np.float32)
+    rows = np.array([1, 0], np.int32)
+    with pytest.raises(ValueError, match=r"^rows\[1\] = 7 is not a row of slabs of 4"):
+        runner.step_rows(x, y, h, c, np.array([0, 7], np.int32))
+    with pytest.raises(ValueError, match=r"^state entry 1 must be"):   # after entry 0's check
+        runner.step_rows(x, y, [h[0], h[1][:, :4]], c, rows)
+    for got, want in zip(h + c, before):
+        np.testing.assert_array_equal(got, want)
+
+    h0, c0 = np.stack([a[:B] for a in h]), np.stack([a[:B] for a in c])
+    hn, cn = engine.zero_state(B)
+    runner.run(x, y, h0, c0, hn, cn, None)
+    y_ref, (h_ref, c_ref) = reference.run(model, x, (h0, c0))
+    assert_close(y, y_ref)
+    assert_close(hn, h_ref)
+    assert_close(cn, c_ref)
+
+    runner.step_rows(x, y, h, c, rows)
+    y_ref, (h_ref, c_ref) = reference.run(model, x, (np.stack([a[rows] for a in before[:2]]),
+                                                     np.stack([a[rows] for a in before[2:]])))
+    assert_close(y, y_ref)
+    assert_close(np.stack([a[rows] for a in h]), h_ref)
+    assert_close(np.stack([a[rows] for a in c]), c_ref)
+    for got, want in zip(h + c, before):   # the rows no sequence named are untouched
+        np.testing.assert_array_equal(got[2:], want[2:])
 
 
 def test_one_pool_shared_by_threads():

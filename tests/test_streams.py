@@ -122,3 +122,11 @@ def test_results_do_not_depend_on_the_block_order_of_a_call(batch):
         a, b = model.stream(batch_size=batch), model.stream(batch_size=batch)
         for t in range(5):
             np.testing.assert_array_equal(a.step(x[:, t]), b.step(x[:, t]))
+
+
+def test_a_state_whose_h_and_c_differ_in_batch_names_both():
+    model = fastlstm.LSTM(3, 4, seed=0)
+    state = (np.zeros((1, 2, 4)), np.zeros((1, 3, 4)))
+    for make in (lambda: model.stream(state=state), lambda: model.stream(2).reset(state=state)):
+        with pytest.raises(ValueError, match=r"^state c0 has batch 3 but state h0 has batch 2$"):
+            make()

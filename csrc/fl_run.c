@@ -233,28 +233,26 @@ static inline float *qx_slot(const step_ctx *cx, int tid)
 }
 
 /* out rows = quantized rows . W^T for one block of packed weights (M groups of U units, Kp
- * inputs), like block_tiles: calls of the precision's kernel for each row group, of at most
- * the table's rows of quantized rows (`parts` a row: n_rows of them in qrows). The block's
- * row scales and sums are at unit j0 of scale and comp. */
+ * inputs), like block_tiles: one call of the precision's kernel for each row group (`parts`
+ * quantized rows a row: n_rows of them in qrows). The block's row scales and sums are at unit
+ * j0 of scale and comp. */
 static void qblock_tiles(const step_ctx *cx, work_share w, int active, int M, const void *wq,
                          int Kp, int parts, float *qrows, size_t n_rows, float *out, int out_ld,
                          int m_stride, int j0, int width, const float *scale, const int *comp)
 {
     const char *data = (const char *)qrows_data(qrows, n_rows);
-    const int most = cx->simd->rows / parts;
     fl_qtile t;
-    int g, r0, nb, r;
+    int g, r0, nb;
     t.M = M, t.units = cx->simd->units, t.w = wq, t.Kp = Kp, t.x_ld = Kp, t.parts = parts;
     t.out_ld = out_ld, t.m_stride = m_stride, t.width = width;
     t.w_scale = scale ? scale + j0 : NULL, t.w_comp = comp ? comp + j0 : NULL;
-    for (g = -1; next_group(w, active, &g, &r0, &nb);)
-        for (r = r0; r < r0 + nb; r += most) {
-            t.x = data + (size_t)r * parts * Kp * cx->esize;
-            t.x_scale = qrows_scales(qrows) + (size_t)r * parts;
-            t.nb = r0 + nb - r < most ? r0 + nb - r : most;
-            t.out = out + (size_t)r * out_ld + j0;
-            cx->qtile(&t);
-        }
+    for (g = -1; next_group(w, active, &g, &r0, &nb);) {
+        t.x = data + (size_t)r0 * parts * Kp * cx->esize;
+        t.x_scale = qrows_scales(qrows) + (size_t)r0 * parts;
+        t.nb = nb;
+        t.out = out + (size_t)r0 * out_ld + j0;
+        cx->qtile(&t);
+    }
 }
 
 /* Quantize rows [r0, r0 + n) of `from` (ld floats apart, K wide) into rows [r0, ..) of qrows
@@ -641,7 +639,7 @@ static void input_tiles_q(const step_ctx *cx, const float *x, int x_ld, long row
     const fl_cell *p = cx->p;
     const fl_seq *s = cx->s;
     const int H = p->hidden_size, G = 4 * H, I = p->input_size, U = cx->simd->units;
-    const int P = FL_INPUT_PARTS, R = cx->simd->rows / P, Kp = cx->kp_in;
+    const int P = FL_INPUT_PARTS, R = cx->simd->rows, Kp = cx->kp_in;
     const long groups = (rows + R - 1) / R, blocks = (H + U - 1) / U;
     const size_t block_bytes = (size_t)Kp * 4 * U * cx->esize;
     const char *data = (const char *)qrows_data(s->qx, (size_t)rows * P);

@@ -89,7 +89,7 @@ typedef struct {
                                      apart: `parts` (1 or 2) rows for each output row */
     const float *x_scale;         /* int8: the rows' scales */
     int parts;
-    int nb;
+    int nb;                       /* output rows: at most the table's rows */
     float *out; int out_ld; int m_stride; int width;
     const float *w_scale;         /* int8: unit j0's scale; group m's at m * m_stride */
     const int *w_comp;            /* int8: unit j0's 128 * sum of weights, same layout */

@@ -309,7 +309,7 @@ FL_AVX2 void fl_qtile_int8_avx2(const fl_qtile *t)
             const int8_t *w0 = (const int8_t *)t->w + ((size_t)m * U + half * 8) * 4;
             const size_t unit = (size_t)m * t->m_stride + half * 8;
             const int n = t->width - half * 8 < 8 ? t->width - half * 8 : 8;
-            __m256i acc[FL_TILE_ROWS_MAX];
+            __m256i acc[2 * FL_TILE_ROWS_MAX];
             for (r = 0; r < nb; r++) acc[r] = _mm256_setzero_si256();
             for (kq = 0; kq < K4; kq++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kq * M * U * 4));
@@ -339,7 +339,7 @@ FL_AVX2 void fl_qtile_bf16_avx2(const fl_qtile *t)
         for (half = 0; half * 8 < t->width; half++) {
             const uint16_t *w0 = (const uint16_t *)t->w + ((size_t)m * U + half * 8) * 2;
             const int n = t->width - half * 8 < 8 ? t->width - half * 8 : 8;
-            __m256 acc[FL_TILE_ROWS_MAX];
+            __m256 acc[2 * FL_TILE_ROWS_MAX];
             for (r = 0; r < nb; r++) acc[r] = _mm256_setzero_ps();
             for (kp = 0; kp < K2; kp++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kp * M * U * 2));

@@ -313,9 +313,6 @@ FL_AVX512 static void gates_cell_avx512(const fl_fused *f)
 /* Bytes ahead the tiles prefetch their weights: as many as the float32 tiles do. */
 #define FL_Q_PREFETCH_BYTES (FL_PREFETCH_AHEAD * 4)
 
-/* int8 sums of NB rows of inputs for NB / P output rows (P parts each); one row keeps two sets
- * of accumulators (even and odd input groups) so that eight chains of vpdpbusd overlap:
- * integer sums, so no change to any bit. */
 /* *acc += vpdpbusd(x, w), as an asm statement with the accumulator an in-out operand: gcc 12
  * compiled the intrinsic with a register copy of every accumulator every input group (the
  * six-row batch ran 15% slower). */
@@ -324,58 +321,84 @@ FL_VNNI static FL_INLINE void dpbusd(__m512i *acc, __m512i x, __m512i w)
     __asm__("vpdpbusd %2, %1, %0" : "+v"(*acc) : "v"(x), "v"(w));
 }
 
-FL_VNNI static FL_INLINE void int8_group_vnni(const int NB, const int M, const fl_qtile *t,
-                                              const int8_t *wk, int k, __m512i acc[6][4])
-{
-    __m512i wv[4];
-    int r, m;
-    #pragma GCC unroll 8
-    for (m = 0; m < M; m++) {
-        wv[m] = _mm512_loadu_si512(wk + m * 64);
-        _mm_prefetch((const char *)(wk + m * 64 + FL_Q_PREFETCH_BYTES), _MM_HINT_T0);
+/* The tiles run in passes over G of the M groups (gates) for all XR = nb * parts rows of
+ * inputs, G * XR accumulators each (G the most the table's budget allows: 12 for vpdpbusd,
+ * which on Zen 5 keeps its two a cycle with up to 12-14 accumulators and falls to one or less
+ * with 16-24; 24 for vdpbf16ps). Each weight vector is loaded once a call and used XR times:
+ * a row at a time, the weights' L2 traffic, not the instructions, set the pace. */
+#define FL_PASS_CASES(call)                                                        \
+    if (t->M == 1) {                                                                \
+        switch (t->nb) {                                                            \
+        case 1: call(1, 1, 1); break; case 2: call(2, 1, 1); break;                 \
+        case 3: call(3, 1, 1); break; case 4: call(4, 1, 1); break;                 \
+        case 5: call(5, 1, 1); break; case 6: call(6, 1, 1); break;                 \
+        default: break;                                                             \
+        }                                                                           \
+    } else if (t->parts == 1) {                                                     \
+        switch (t->nb) {                                                            \
+        case 1: call(1, G_OF(1), 1); break; case 2: call(2, G_OF(2), 1); break;     \
+        case 3: call(3, G_OF(3), 1); break; case 4: call(4, G_OF(4), 1); break;     \
+        case 5: call(5, G_OF(5), 1); break; case 6: call(6, G_OF(6), 1); break;     \
+        default: break;                                                             \
+        }                                                                           \
+    } else {                                                                        \
+        switch (t->nb) {                                                            \
+        case 1: call(2, G_OF(2), 2); break; case 2: call(4, G_OF(4), 2); break;     \
+        case 3: call(6, G_OF(6), 2); break; case 4: call(8, G_OF(8), 2); break;     \
+        case 5: call(10, G_OF(10), 2); break; case 6: call(12, G_OF(12), 2); break; \
+        default: break;                                                             \
+        }                                                                           \
     }
-    #pragma GCC unroll 8
-    for (r = 0; r < NB; r++) {
-        int32_t four;
-        __m512i xb;
-        memcpy(&four, (const uint8_t *)t->x + (size_t)r * t->x_ld + (size_t)k * 4, 4);
-        xb = _mm512_set1_epi32(four);
-        #pragma GCC unroll 8
-        for (m = 0; m < M; m++) dpbusd(&acc[r][m], xb, wv[m]);
-    }
-}
 
-FL_VNNI static FL_INLINE void int8_rows_vnni(const int NB, const int M, const int P,
-                                             const fl_qtile *t, __mmask16 n)
+/* int8: XR rows of inputs (output row r's parts at r * P ..), gates [m0, m0 + G) of M. A lone
+ * row keeps two sets of accumulators (even and odd input groups) so that eight chains
+ * overlap: integer sums, so no bit changes. */
+FL_VNNI static FL_INLINE void int8_pass(const int XR, const int G, const int P, const fl_qtile *t,
+                                        int m0, __mmask16 n)
 {
-    const int SETS = NB == 1 ? 2 : 1, K4 = t->Kp / 4;
-    const int8_t *w = (const int8_t *)t->w;
-    __m512i acc[2][6][4];
-    int k, r, m, s;
-    #pragma GCC unroll 8
+    const int SETS = XR == 1 ? 2 : 1, K4 = t->Kp / 4, M = t->M;
+    const int8_t *w = (const int8_t *)t->w + m0 * 64;
+    __m512i acc[2][12][4];
+    int k, r, g, s;
+#pragma GCC unroll 2
     for (s = 0; s < SETS; s++)
-        #pragma GCC unroll 8
-        for (r = 0; r < NB; r++)
-            #pragma GCC unroll 8
-            for (m = 0; m < M; m++) acc[s][r][m] = _mm512_setzero_si512();
-    for (k = 0; k + SETS <= K4; k += SETS) {
-        int8_group_vnni(NB, M, t, w + (size_t)k * M * 64, k, acc[0]);
-        if (SETS == 2) int8_group_vnni(NB, M, t, w + (size_t)(k + 1) * M * 64, k + 1, acc[1]);
-    }
-    if (k < K4) int8_group_vnni(NB, M, t, w + (size_t)k * M * 64, k, acc[0]);
-    #pragma GCC unroll 8
-    for (m = 0; m < M; m++) {
-        const size_t unit = (size_t)m * t->m_stride;
+#pragma GCC unroll 12
+        for (r = 0; r < XR; r++)
+#pragma GCC unroll 4
+            for (g = 0; g < G; g++) acc[s][r][g] = _mm512_setzero_si512();
+    for (k = 0; k < K4; k += SETS)
+#pragma GCC unroll 2
+        for (s = 0; s < SETS && k + s < K4; s++) {
+            const int8_t *wk = w + (size_t)(k + s) * M * 64;
+            __m512i wv[4];
+#pragma GCC unroll 4
+            for (g = 0; g < G; g++) {
+                wv[g] = _mm512_loadu_si512(wk + g * 64);
+                _mm_prefetch((const char *)(wk + g * 64 + FL_Q_PREFETCH_BYTES), _MM_HINT_T0);
+            }
+#pragma GCC unroll 12
+            for (r = 0; r < XR; r++) {
+                int32_t four;
+                __m512i xb;
+                memcpy(&four, (const uint8_t *)t->x + (size_t)r * t->x_ld + (size_t)(k + s) * 4, 4);
+                xb = _mm512_set1_epi32(four);
+#pragma GCC unroll 4
+                for (g = 0; g < G; g++) dpbusd(&acc[s][r][g], xb, wv[g]);
+            }
+        }
+#pragma GCC unroll 4
+    for (g = 0; g < G; g++) {
+        const size_t unit = (size_t)(m0 + g) * t->m_stride;
         const __m512i comp = _mm512_maskz_loadu_epi32(n, t->w_comp + unit);
         const __m512 ws = _mm512_maskz_loadu_ps(n, t->w_scale + unit);
-        #pragma GCC unroll 8
-        for (r = 0; r < NB / P; r++) {
+#pragma GCC unroll 6
+        for (r = 0; r < XR / P; r++) {
             __m512 v[2];
-            #pragma GCC unroll 8
+#pragma GCC unroll 2
             for (s = 0; s < P; s++) {
                 const int xr = r * P + s;
-                const __m512i sum = SETS == 2 ? _mm512_add_epi32(acc[0][xr][m], acc[1][xr][m])
-                                              : acc[0][xr][m];
+                const __m512i sum = SETS == 2 ? _mm512_add_epi32(acc[0][xr][g], acc[1][xr][g])
+                                              : acc[0][xr][g];
                 const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(t->x_scale[xr]), ws);
                 v[s] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum, comp)), scale);
             }
@@ -385,101 +408,82 @@ FL_VNNI static FL_INLINE void int8_rows_vnni(const int NB, const int M, const in
     }
 }
 
-FL_VNNI static void qtile_int8_rows_vnni(const fl_qtile *t)
-{
-    const __mmask16 n = lanes(t->width);
-    const int nb = t->nb * t->parts;
-    if (t->parts == 2) {
-        /* input products: four gates */
-#define FL_Q42(NB) if (NB % 2 == 0) int8_rows_vnni(NB, 4, 2, t, n)
-        FL_ROWS_CASES(FL_Q42)
-#undef FL_Q42
-    } else if (t->M == 4) {
-#define FL_Q4(NB) int8_rows_vnni(NB, 4, 1, t, n)
-        FL_ROWS_CASES(FL_Q4)
-#undef FL_Q4
-    } else {
-#define FL_Q1(NB) int8_rows_vnni(NB, 1, 1, t, n)
-        FL_ROWS_CASES(FL_Q1)
-#undef FL_Q1
-    }
-}
-
-/* Passes of at most FL_VNNI_ACCUMULATORS accumulators: measured on Zen 5, vpdpbusd keeps its
- * two a cycle with up to 12-14 accumulators in flight and falls to one or less with 16-24 (not
- * so vdpbf16ps or vfmadd). The block's weights stay in L1 between passes. */
 FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
 {
-    const int most = FL_VNNI_ACCUMULATORS / (4 * t->parts) > 0 ? FL_VNNI_ACCUMULATORS / (4 * t->parts) : 1;
-    fl_qtile pass = *t;
-    int r;
-    for (r = 0; r < t->nb; r += most) {
-        pass.nb = t->nb - r < most ? t->nb - r : most;
-        pass.x = (const uint8_t *)t->x + (size_t)r * t->parts * t->x_ld;
-        pass.x_scale = t->x_scale + (size_t)r * t->parts;
-        pass.out = t->out + (size_t)r * t->out_ld;
-        qtile_int8_rows_vnni(&pass);
+    const __mmask16 n = lanes(t->width);
+    int m0;
+    if (t->parts == 2 && t->nb > 3) {
+        /* two calls of half the rows, two gates a pass: each weight vector then feeds six
+         * accumulators, where one gate a pass over all rows broadcasts an input for each */
+        fl_qtile half = *t;
+        half.nb = (t->nb + 1) / 2;
+        qtile_int8_vnni(&half);
+        half.x = (const uint8_t *)t->x + (size_t)half.nb * 2 * t->x_ld;
+        half.x_scale = t->x_scale + half.nb * 2;
+        half.out = t->out + (size_t)half.nb * t->out_ld;
+        half.nb = t->nb - half.nb;
+        qtile_int8_vnni(&half);
+        return;
     }
+#define G_OF(XR) ((XR) <= 3 ? 4 : (XR) <= 6 ? 2 : 1)
+#define FL_INT8_PASSES(XR, G, P) \
+    for (m0 = 0; m0 < t->M; m0 += (G)) int8_pass(XR, G, P, t, m0, n)
+    FL_PASS_CASES(FL_INT8_PASSES)
+#undef FL_INT8_PASSES
+#undef G_OF
 }
 
-/* bfloat16 sums of NB rows of inputs for NB / P output rows: one vdpbf16ps chain a unit,
- * whatever NB, so that a row's bits never depend on the rows beside it. */
-FL_BF16 static FL_INLINE void bf16_rows_native(const int NB, const int M, const int P,
-                                               const fl_qtile *t, __mmask16 n)
+/* bfloat16: the same passes, one vdpbf16ps chain a unit whatever the rows, so that a row's
+ * bits never depend on the rows beside it. */
+FL_BF16 static FL_INLINE void bf16_pass(const int XR, const int G, const int P, const fl_qtile *t,
+                                        int m0, __mmask16 n)
 {
-    const int K2 = t->Kp / 2;
-    const uint16_t *w = (const uint16_t *)t->w;
-    __m512 acc[6][4];
-    int k, r, m;
-    #pragma GCC unroll 8
-    for (r = 0; r < NB; r++)
-        #pragma GCC unroll 8
-        for (m = 0; m < M; m++) acc[r][m] = _mm512_setzero_ps();
+    const int K2 = t->Kp / 2, M = t->M;
+    const uint16_t *w = (const uint16_t *)t->w + m0 * 32;
+    __m512 acc[12][4];
+    int k, r, g;
+#pragma GCC unroll 12
+    for (r = 0; r < XR; r++)
+#pragma GCC unroll 4
+        for (g = 0; g < G; g++) acc[r][g] = _mm512_setzero_ps();
     for (k = 0; k < K2; k++) {
         const uint16_t *wk = w + (size_t)k * M * 32;
         __m512i wv[4];
-        #pragma GCC unroll 8
-        for (m = 0; m < M; m++) {
-            wv[m] = _mm512_loadu_si512(wk + m * 32);
-            _mm_prefetch((const char *)(wk + m * 32) + FL_Q_PREFETCH_BYTES, _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (g = 0; g < G; g++) {
+            wv[g] = _mm512_loadu_si512(wk + g * 32);
+            _mm_prefetch((const char *)(wk + g * 32) + FL_Q_PREFETCH_BYTES, _MM_HINT_T0);
         }
-        #pragma GCC unroll 8
-        for (r = 0; r < NB; r++) {
+#pragma GCC unroll 12
+        for (r = 0; r < XR; r++) {
             int32_t two;
             __m512i xb;
             memcpy(&two, (const uint16_t *)t->x + (size_t)r * t->x_ld + (size_t)k * 2, 4);
             xb = _mm512_set1_epi32(two);
-            #pragma GCC unroll 8
-            for (m = 0; m < M; m++)
-                acc[r][m] = _mm512_dpbf16_ps(acc[r][m], (__m512bh)wv[m], (__m512bh)xb);
+#pragma GCC unroll 4
+            for (g = 0; g < G; g++)
+                acc[r][g] = _mm512_dpbf16_ps(acc[r][g], (__m512bh)wv[g], (__m512bh)xb);
         }
     }
-    #pragma GCC unroll 8
-    for (r = 0; r < NB / P; r++)
-        #pragma GCC unroll 8
-        for (m = 0; m < M; m++)
-            _mm512_mask_storeu_ps(t->out + (size_t)r * t->out_ld + (size_t)m * t->m_stride, n,
-                                  P == 2 ? _mm512_add_ps(acc[2 * r][m], acc[2 * r + 1][m])
-                                         : acc[r][m]);
+#pragma GCC unroll 6
+    for (r = 0; r < XR / P; r++)
+#pragma GCC unroll 4
+        for (g = 0; g < G; g++)
+            _mm512_mask_storeu_ps(t->out + (size_t)r * t->out_ld + (size_t)(m0 + g) * t->m_stride,
+                                  n, P == 2 ? _mm512_add_ps(acc[2 * r][g], acc[2 * r + 1][g])
+                                            : acc[r][g]);
 }
 
 FL_BF16 static void qtile_bf16_native(const fl_qtile *t)
 {
     const __mmask16 n = lanes(t->width);
-    const int nb = t->nb * t->parts;
-    if (t->parts == 2) {
-#define FL_Q42(NB) if (NB % 2 == 0) bf16_rows_native(NB, 4, 2, t, n)
-        FL_ROWS_CASES(FL_Q42)
-#undef FL_Q42
-    } else if (t->M == 4) {
-#define FL_Q4(NB) bf16_rows_native(NB, 4, 1, t, n)
-        FL_ROWS_CASES(FL_Q4)
-#undef FL_Q4
-    } else {
-#define FL_Q1(NB) bf16_rows_native(NB, 1, 1, t, n)
-        FL_ROWS_CASES(FL_Q1)
-#undef FL_Q1
-    }
+    int m0;
+#define G_OF(XR) ((XR) <= 6 ? 4 : 2)
+#define FL_BF16_PASSES(XR, G, P) \
+    for (m0 = 0; m0 < t->M; m0 += (G)) bf16_pass(XR, G, P, t, m0, n)
+    FL_PASS_CASES(FL_BF16_PASSES)
+#undef FL_BF16_PASSES
+#undef G_OF
 }
 
 #define FL_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))

@@ -46,9 +46,6 @@
  * small batches). 1: one part. h keeps one part: its range is known (|h| < 1). */
 #define FL_INPUT_PARTS 2
 
-/* Most int8 accumulators a tile pass keeps (see qtile_int8_vnni): 3 rows of four gates. */
-#define FL_VNNI_ACCUMULATORS 12
-
 /* ---------------------------------------------------------------- threads */
 
 /* Below this many multiply-adds per step, waking a second thread costs more than it saves. */

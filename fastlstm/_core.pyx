@@ -1030,7 +1030,7 @@ def _qtile_for_test(str isa, str precision, int variant, int M, codes, int K, x_
     _need(M == 1 or M == 4, "M is 1 or 4")
     _need((parts == 1 or (parts == 2 and M == 4)) and x_codes.shape[0] == nb * parts,
           "parts: 1, or 2 with M = 4")
-    _need(nb * parts <= t.rows, "rows")
+    _need(nb <= t.rows, "rows")
     _need(1 <= nb and 1 <= width <= t.units, "rows and width")
     _need(codes.shape == (M * t.units, K) and x_codes.shape[1] == fl_padded_k(prec, K),
           "codes and x_codes shapes")

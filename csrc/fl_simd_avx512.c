@@ -367,7 +367,6 @@ FL_VNNI static FL_INLINE void int8_pass(const int XR, const int G, const int P, 
 #pragma GCC unroll 4
             for (g = 0; g < G; g++) acc[s][r][g] = _mm512_setzero_si512();
     for (k = 0; k < K4; k += SETS)
-#pragma GCC unroll 2
         for (s = 0; s < SETS && k + s < K4; s++) {
             const int8_t *wk = w + (size_t)(k + s) * M * 64;
             __m512i wv[4];
@@ -433,6 +432,12 @@ FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
 #undef G_OF
 }
 
+/* *acc += vdpbf16ps(x, w), as an asm statement for the reason of dpbusd */
+FL_BF16 static FL_INLINE void dpbf16(__m512 *acc, __m512i x, __m512i w)
+{
+    __asm__("vdpbf16ps %2, %1, %0" : "+v"(*acc) : "v"(x), "v"(w));
+}
+
 /* bfloat16: the same passes, one vdpbf16ps chain a unit whatever the rows, so that a row's
  * bits never depend on the rows beside it. */
 FL_BF16 static FL_INLINE void bf16_pass(const int XR, const int G, const int P, const fl_qtile *t,
@@ -461,8 +466,7 @@ FL_BF16 static FL_INLINE void bf16_pass(const int XR, const int G, const int P, 
             memcpy(&two, (const uint16_t *)t->x + (size_t)r * t->x_ld + (size_t)k * 2, 4);
             xb = _mm512_set1_epi32(two);
 #pragma GCC unroll 4
-            for (g = 0; g < G; g++)
-                acc[r][g] = _mm512_dpbf16_ps(acc[r][g], (__m512bh)wv[g], (__m512bh)xb);
+            for (g = 0; g < G; g++) dpbf16(&acc[r][g], xb, wv[g]);
         }
     }
 #pragma GCC unroll 6

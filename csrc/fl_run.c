@@ -289,9 +289,10 @@ static void quantize_step(const step_ctx *cx, int step, int active, const float 
 }
 
 /* Gate products and the cell update of one step in reduced precision, for the share's
- * blocks: Gx = x_t . W_ih^T (inputs projected step by step), pre = h_prev . W_hh^T, then the
- * update of those units (of all the share's units at once for a lone row, whose vectors then
- * overlap). Blocks go in the alternating order of gate_work. */
+ * blocks: Gx = x_t . W_ih^T (inputs projected step by step) and pre = h_prev . W_hh^T for
+ * every block, then the update of all the share's units, one call a row group (per block,
+ * the calls' own cost was a tenth of a batch's time). Blocks go in the alternating order of
+ * gate_work. */
 static void gate_work_q(const step_ctx *cx, int step, int active, float *h_next, work_share w,
                         int tid)
 {
@@ -314,11 +315,8 @@ static void gate_work_q(const step_ctx *cx, int step, int active, float *h_next,
         qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + q * hh_block, cx->kp_out, 1, qh,
                      (size_t)s->batch, s->pre, cx->ld_pre, H, j0, j1 - j0, p->w_hh_scale,
                      p->w_hh_comp);
-        if (active > 1)
-            for (g = -1; next_group(w, active, &g, &r0, &nb);)
-                update_rows(cx, step, r0, nb, j0, j1, h_next);
     }
-    if (active == 1 && w.q0 < w.q1) {
+    if (w.q0 < w.q1) {
         const int j1 = w.q1 * U < H ? w.q1 * U : H;
         for (g = -1; next_group(w, active, &g, &r0, &nb);)
             update_rows(cx, step, r0, nb, w.q0 * U, j1, h_next);

@@ -232,19 +232,22 @@ static inline float *qx_slot(const step_ctx *cx, int tid)
     return cx->s->qx + (cx->by_rows ? 0 : (size_t)tid * fl_qrows_floats(cx->p->precision, rows, cx->p->input_size));
 }
 
-/* out rows = quantized rows . W^T for one block of packed weights (M groups of U units, Kp
- * inputs), like block_tiles: one call of the precision's kernel for each row group (`parts`
- * quantized rows a row: n_rows of them in qrows). The block's row scales and sums are at unit
- * j0 of scale and comp. */
+/* out rows = quantized rows . W^T for `blocks` consecutive blocks of packed weights (M groups
+ * of U units, Kp inputs) from the one at wq, like block_tiles: one call of the precision's
+ * kernel for each row group (`parts` quantized rows a row: n_rows of them in qrows). The
+ * first block's units start at j0, its row scales and sums at unit j0 of scale and comp;
+ * the last block is `width` wide. */
 static void qblock_tiles(const step_ctx *cx, work_share w, int active, int M, const void *wq,
-                         int Kp, int parts, float *qrows, size_t n_rows, float *out, int out_ld,
-                         int m_stride, int j0, int width, const float *scale, const int *comp)
+                         int blocks, int Kp, int parts, float *qrows, size_t n_rows, float *out,
+                         int out_ld, int m_stride, int j0, int width, const float *scale,
+                         const int *comp)
 {
     const char *data = (const char *)qrows_data(qrows, n_rows);
     fl_qtile t;
     int g, r0, nb;
     t.M = M, t.units = cx->simd->units, t.w = wq, t.Kp = Kp, t.x_ld = Kp, t.parts = parts;
     t.out_ld = out_ld, t.m_stride = m_stride, t.width = width;
+    t.blocks = blocks, t.block_bytes = (size_t)Kp * M * t.units * cx->esize;
     t.w_scale = scale ? scale + j0 : NULL, t.w_comp = comp ? comp + j0 : NULL;
     for (g = -1; next_group(w, active, &g, &r0, &nb);) {
         t.x = data + (size_t)r0 * parts * Kp * cx->esize;
@@ -302,25 +305,32 @@ static void gate_work_q(const step_ctx *cx, int step, int active, float *h_next,
     const size_t hh_block = (size_t)cx->kp_out * 4 * U * cx->esize;
     const size_t ih_block = (size_t)cx->kp_in * 4 * U * cx->esize;
     const int reverse = (step + cx->flip) & 1;
+    const int j_first = w.q0 * U, j_end = w.q1 * U < H ? w.q1 * U : H;
     float *qh = qh_slot(cx, tid), *qx = qx_slot(cx, tid);
     int i, g, r0, nb;
+    if (active == 1 && !cx->by_step && w.q0 < w.q1) {
+        /* a lone row (a stream, a sequence): its blocks in one call */
+        const int last = w.q1 * U < H ? U : H - (w.q1 - 1) * U;
+        qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + w.q0 * hh_block, w.q1 - w.q0,
+                     cx->kp_out, 1, qh, (size_t)s->batch, s->pre, cx->ld_pre, H, w.q0 * U, last,
+                     p->w_hh_scale, p->w_hh_comp);
+        w.q1 = w.q0;   /* done: on to the update */
+    }
     for (i = w.q0; i < w.q1; i++) {
         const int q = reverse ? w.q1 - 1 - (i - w.q0) : i;
         const int j0 = q * U, j1 = j0 + U < H ? j0 + U : H;
         for (g = -1; next_group(w, active, &g, &r0, &nb);) prefetch_rows(cx, step, r0, nb, j0);
         if (cx->by_step)
-            qblock_tiles(cx, w, active, 4, (const char *)p->w_ih_q + q * ih_block, cx->kp_in,
+            qblock_tiles(cx, w, active, 4, (const char *)p->w_ih_q + q * ih_block, 1, cx->kp_in,
                          FL_INPUT_PARTS, qx, (size_t)s->batch * FL_INPUT_PARTS, s->gx, cx->ld_gx,
                          H, j0, j1 - j0, p->w_ih_scale, p->w_ih_comp);
-        qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + q * hh_block, cx->kp_out, 1, qh,
+        qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + q * hh_block, 1, cx->kp_out, 1, qh,
                      (size_t)s->batch, s->pre, cx->ld_pre, H, j0, j1 - j0, p->w_hh_scale,
                      p->w_hh_comp);
     }
-    if (w.q0 < w.q1) {
-        const int j1 = w.q1 * U < H ? w.q1 * U : H;
+    if (j_first < j_end)
         for (g = -1; next_group(w, active, &g, &r0, &nb);)
-            update_rows(cx, step, r0, nb, w.q0 * U, j1, h_next);
-    }
+            update_rows(cx, step, r0, nb, j_first, j_end, h_next);
 }
 
 /* Gx rows of this step for block q (units q*U..) = x_t . W_ih^T, for the share's row groups,
@@ -480,7 +490,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
         const int j1 = j0 + U < O ? j0 + U : O;
         if (p->precision)
             qblock_tiles(cx, w, active, 1,
-                         (const char *)p->w_hr_q + (size_t)q * cx->kp_hidden * U * cx->esize,
+                         (const char *)p->w_hr_q + (size_t)q * cx->kp_hidden * U * cx->esize, 1,
                          cx->kp_hidden, 1, qh_slot(cx, tid), (size_t)s->batch, h_next, O, 0, j0,
                          j1 - j0, p->w_hr_scale, p->w_hr_comp);
         for (g = -1; next_group(w, active, &g, &r0, &nb);) {
@@ -648,6 +658,7 @@ static void input_tiles_q(const step_ctx *cx, const float *x, int x_ld, long row
         quantize_rows(cx, x, (size_t)x_ld, (int)r, 1, I, Kp, P, s->qx, (size_t)rows * P);
     barrier(nth);   /* every row is quantized */
     t.M = 4, t.units = U, t.Kp = Kp, t.x_ld = Kp, t.out_ld = G, t.m_stride = H, t.parts = P;
+    t.blocks = 1, t.block_bytes = block_bytes;
     my_range(blocks * groups, tid, nth, &a, &b);
     for (task = a; task < b; task++) {
         const int q = (int)(task / groups), j0 = q * U;

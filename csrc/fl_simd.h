@@ -91,6 +91,9 @@ typedef struct {
     int parts;
     int nb;                       /* output rows: at most the table's rows */
     float *out; int out_ld; int m_stride; int width;
+    int blocks;                   /* consecutive blocks, block_bytes apart in w, `units` apart
+                                     in out, w_scale and w_comp; `width` is the last's */
+    size_t block_bytes;
     const float *w_scale;         /* int8: unit j0's scale; group m's at m * m_stride */
     const int *w_comp;            /* int8: unit j0's 128 * sum of weights, same layout */
 } fl_qtile;

@@ -299,7 +299,7 @@ FL_AVX2 static FL_INLINE void int8_put(const fl_qtile *t, int r, size_t unit, in
 /* int8: each 32-bit lane holds 4 weights of a unit; the even and the odd bytes widen to 16
  * bits (weights signed, inputs unsigned) and vpmaddwd adds their products in pairs, exactly
  * in int32: the same sums as vpdpbusd. */
-FL_AVX2 void fl_qtile_int8_avx2(const fl_qtile *t)
+FL_AVX2 static void int8_block_avx2(const fl_qtile *t)
 {
     const int U = t->units, M = t->M, nb = t->nb * t->parts, K4 = t->Kp / 4;
     const __m256i low_bytes = _mm256_set1_epi16(0x00ff);
@@ -330,7 +330,7 @@ FL_AVX2 void fl_qtile_int8_avx2(const fl_qtile *t)
 
 /* bfloat16: each 32-bit lane holds a unit's weights for inputs k (low half) and k + 1; a
  * bfloat16 is the top half of a float32, so widening is a shift or a mask. */
-FL_AVX2 void fl_qtile_bf16_avx2(const fl_qtile *t)
+FL_AVX2 static void bf16_block_avx2(const fl_qtile *t)
 {
     const int U = t->units, M = t->M, nb = t->nb * t->parts, K2 = t->Kp / 2;
     const __m256i high_half = _mm256_set1_epi32((int)0xffff0000u);
@@ -366,6 +366,10 @@ FL_AVX2 void fl_qtile_bf16_avx2(const fl_qtile *t)
             }
         }
 }
+
+FL_AVX2 void fl_qtile_int8_avx2(const fl_qtile *t) { fl_qtile_each_block(t, int8_block_avx2); }
+
+FL_AVX2 void fl_qtile_bf16_avx2(const fl_qtile *t) { fl_qtile_each_block(t, bf16_block_avx2); }
 
 static const fl_qkernel int8_avx2[] = {
     {fl_qtile_int8_avx2, fl_cpu_runs_table, "int8 avx2 (widening)"}, {NULL, NULL, NULL}};

@@ -407,7 +407,7 @@ FL_VNNI static FL_INLINE void int8_pass(const int XR, const int G, const int P, 
     }
 }
 
-FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
+FL_VNNI static void int8_block_vnni(const fl_qtile *t)
 {
     const __mmask16 n = lanes(t->width);
     int m0;
@@ -416,12 +416,12 @@ FL_VNNI static void qtile_int8_vnni(const fl_qtile *t)
          * accumulators, where one gate a pass over all rows broadcasts an input for each */
         fl_qtile half = *t;
         half.nb = (t->nb + 1) / 2;
-        qtile_int8_vnni(&half);
+        int8_block_vnni(&half);
         half.x = (const uint8_t *)t->x + (size_t)half.nb * 2 * t->x_ld;
         half.x_scale = t->x_scale + half.nb * 2;
         half.out = t->out + (size_t)half.nb * t->out_ld;
         half.nb = t->nb - half.nb;
-        qtile_int8_vnni(&half);
+        int8_block_vnni(&half);
         return;
     }
 #define G_OF(XR) ((XR) <= 3 ? 4 : (XR) <= 6 ? 2 : 1)
@@ -478,7 +478,7 @@ FL_BF16 static FL_INLINE void bf16_pass(const int XR, const int G, const int P, 
                                             : acc[r][g]);
 }
 
-FL_BF16 static void qtile_bf16_native(const fl_qtile *t)
+FL_BF16 static void bf16_block_native(const fl_qtile *t)
 {
     const __mmask16 n = lanes(t->width);
     int m0;
@@ -606,6 +606,10 @@ static void quantize_rows_avx512(int precision, const float *x, size_t x_ld, int
     if (has_bw) quantize_rows_bw(precision, x, x_ld, rows, K, parts, out, scales);
     else fl_quantize_rows_c(precision, x, x_ld, rows, K, parts, out, scales);
 }
+
+FL_VNNI static void qtile_int8_vnni(const fl_qtile *t) { fl_qtile_each_block(t, int8_block_vnni); }
+
+FL_BF16 static void qtile_bf16_native(const fl_qtile *t) { fl_qtile_each_block(t, bf16_block_native); }
 
 static int cpu_has_vnni(void)
 {

@@ -86,6 +86,23 @@ static const float fl_tanh_poly[FL_POLY_TERMS] __attribute__((unused)) = {
 #define FL_TANH_SMALL 0.55f
 #define FL_TANH_2X_MAX 40.0f
 
+/* An fl_qtile call's blocks, one at a time, by `one` (a kernel of one block). */
+static inline __attribute__((always_inline)) void fl_qtile_each_block(const fl_qtile *t,
+                                                                       fl_qtile_fn one)
+{
+    fl_qtile b = *t;
+    int i;
+    b.blocks = 1;
+    for (i = 0; i < t->blocks; i++) {
+        b.w = (const char *)t->w + (size_t)i * t->block_bytes;
+        b.out = t->out + (size_t)i * t->units;
+        b.w_scale = t->w_scale ? t->w_scale + (size_t)i * t->units : NULL;
+        b.w_comp = t->w_comp ? t->w_comp + (size_t)i * t->units : NULL;
+        b.width = i + 1 < t->blocks ? t->units : t->width;
+        one(&b);
+    }
+}
+
 /* For a table's kernels that need no more than the table: always 1. */
 int fl_cpu_runs_table(void);
 

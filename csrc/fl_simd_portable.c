@@ -69,7 +69,7 @@ static void tanh_portable(float *v, int n)
 
 /* ---------------------------------------------------------------- reduced precision */
 
-static void qtile_int8_portable(const fl_qtile *t)
+static void int8_block_portable(const fl_qtile *t)
 {
     const int U = t->units, M = t->M;
     int kq, m, r, u, j, part;
@@ -99,7 +99,7 @@ static inline float bf16_value(uint16_t v)
     return f;
 }
 
-static void qtile_bf16_portable(const fl_qtile *t)
+static void bf16_block_portable(const fl_qtile *t)
 {
     const int U = t->units, M = t->M;
     int kp, m, r, u, part;
@@ -121,6 +121,10 @@ static void qtile_bf16_portable(const fl_qtile *t)
                     t->parts == 2 ? v[0] + v[1] : v[0];
             }
 }
+
+static void qtile_int8_portable(const fl_qtile *t) { fl_qtile_each_block(t, int8_block_portable); }
+
+static void qtile_bf16_portable(const fl_qtile *t) { fl_qtile_each_block(t, bf16_block_portable); }
 
 static const fl_qkernel int8_portable[] = {{qtile_int8_portable, fl_cpu_runs_table, "int8 portable"},
                                            {NULL, NULL, NULL}};

@@ -804,6 +804,8 @@ cdef extern from "fl_simd.h" nogil:
         int nb
         float *out
         int out_ld, m_stride, width
+        int blocks
+        size_t block_bytes
         const float *w_scale
         const int *w_comp
 
@@ -1051,6 +1053,7 @@ def _qtile_for_test(str isa, str precision, int variant, int M, codes, int K, x_
     q.x, q.x_ld, q.nb, q.parts = cnp.PyArray_DATA(xc), Kp, nb, parts
     q.x_scale = &x_scale[0] if x_scale is not None and x_scale.shape[0] else NULL
     q.out, q.out_ld, q.m_stride, q.width = &out[0, 0], <int>out.shape[1], m_stride, width
+    q.blocks, q.block_bytes = 1, 0
     q.w_scale = &w_scale[0] if w_scale is not None else NULL
     q.w_comp = &w_comp[0] if w_comp is not None else NULL
     with nogil:

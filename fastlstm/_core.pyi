@@ -18,18 +18,23 @@ class CellKernel:
     bias: NDArray[np.float32]
     w_hr: Optional[NDArray[np.float32]]
     peephole: Optional[NDArray[np.float32]]
-    w_ih_packed: NDArray[np.float32]
-    w_hh_packed: NDArray[np.float32]
+    w_ih_packed: Optional[NDArray[np.float32]]
+    w_hh_packed: Optional[NDArray[np.float32]]
     w_hr_packed: Optional[NDArray[np.float32]]
+    quantized: dict[str, tuple[Any, Any, Any]]
     input_size: int
     hidden_size: int
     output_size: int
     reverse: bool
+    precision: str
     def __init__(self, w_ih: Any, w_hh: Any, bias: Any, w_hr: Any, peephole: Any, *,
                  gate_act: _Activation, cell_act: _Activation, out_act: _Activation,
                  gate_clip: Optional[float], cell_clip: Optional[float],
                  proj_clip: Optional[float], input_forget: bool,
-                 reverse: bool = False) -> None: ...
+                 reverse: bool = False, precision: str = "float32",
+                 codes: Optional[dict[str, tuple[Any, Any]]] = None) -> None: ...
+
+PRECISION_CODES: dict[str, int]
 
 class Plan:
     batch: int
@@ -51,6 +56,8 @@ def plan(layers: list[list[CellKernel]], batch: int, steps: int, lengths: bool,
          stepwise: bool, threads: int) -> Plan: ...
 
 class Workspace:
+    qx: NDArray[np.float32]
+    qh: NDArray[np.float32]
     gx: NDArray[np.float32]
     pre: NDArray[np.float32]
     hs: NDArray[np.float32]

@@ -58,6 +58,11 @@ def main() -> None:
         loaded = fastlstm.load(path)
         assert isinstance(loaded, fastlstm.LSTM)
         np.testing.assert_array_equal(loaded(x)[0], uni(x)[0])
+
+    small = fastlstm.quantize(uni, "int8")
+    precision: str = small.precision
+    assert precision == "int8" and isinstance(small, fastlstm.LSTM)
+    assert np.abs(small(x)[0] - uni(x)[0]).max() < 0.05
     print("typed usage example ran")
 
 

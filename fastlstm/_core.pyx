@@ -752,6 +752,8 @@ def runtime_facts():
         "avx2_fma": bool(fl_cpu_has_avx2_fma()),
         "kernels": fl_simd_name().decode(),
         "blas_used": bool(fl_blas_used()),
+        "reduced_precision": {p: fl_qtile_kernel(fl_simd(), PRECISION_CODES[p], 0).name.decode()
+                              for p in ("int8", "bfloat16")},
     }
 
 
@@ -832,6 +834,7 @@ cdef extern from "fl_simd.h" nogil:
         fl_qrows_fn quantize_rows
 
     const fl_simd_table *fl_simd_usable(int i)
+    const fl_simd_table *fl_simd()
     void fl_quantize_rows_c(int precision, const float *x, size_t x_ld, int rows, int K,
                             int parts, void *out, float *scales)
     const fl_qkernel *fl_qtile_kernel(const fl_simd_table *table, int precision, int i)

@@ -171,6 +171,7 @@ def config() -> Dict[str, Any]:
         "blas_used": facts["blas_used"],
         "simd": facts["kernels"] + " kernels"
                 + ("" if facts["avx2_fma"] else " (no AVX2/FMA on this CPU)"),
+        "reduced_precision": facts["reduced_precision"],
     }
 
 
@@ -197,4 +198,6 @@ def show_config() -> Dict[str, Any]:
     else:
         print("  BLAS:    scipy.linalg.cython_blas (thread control not found)")
     print(f"  SIMD:    {cfg['simd']}")
+    print("  int8:    " + cfg["reduced_precision"]["int8"] + "; bfloat16: "
+          + cfg["reduced_precision"]["bfloat16"] + " (fastlstm.quantize)")
     return cfg

@@ -52,8 +52,9 @@ def test_info_prints_show_config(tmp_path):
     assert lines[0] == f"fastlstm {fastlstm.__version__}"
     cfg = fastlstm.runtime.config()
     assert [line.split(":")[0].strip() for line in lines[1:]] == ["OpenMP", "threads", "BLAS",
-                                                                   "SIMD"]
+                                                                   "SIMD", "int8"]
     assert cfg["simd"] in lines[4]
+    assert cfg["reduced_precision"]["int8"] in lines[5]
     assert (cfg["openmp_runtime"] or "off (serial build)") in lines[1]
 
 

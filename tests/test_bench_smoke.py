@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ from fastlstm import _core
 from fastlstm.bench import report
 from fastlstm.bench.__main__ import main, parse_args
 from fastlstm.bench.harness import (Settings, machine_info, run_threads, run_workload,
-                                     time_interleaved)
+                                     time_interleaved, wait_until_quiet)
 from fastlstm.bench.peers import PEERS
 from fastlstm.bench.workloads import Workload
 
@@ -90,6 +91,30 @@ def test_quick_probe_counts_the_call_already_made():
     made.clear()
     time_interleaved({"peer": call}, settings)
     assert len(made) == 2 + 3
+
+
+def test_a_sample_waits_for_threads_still_spinning():
+    """A sample starts after a 20 ms slice in which the process stayed idle: one slice when
+    it is idle, until a thread that spins on for 80 ms (as ONNX Runtime's pool does after a
+    call) has stopped, and never past max_idle_s."""
+    settings = Settings(quick=True)
+    t0 = time.perf_counter()
+    wait_until_quiet(settings)
+    assert time.perf_counter() - t0 < 0.1
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    for seconds, least, most in [(0.08, 0.08, 0.2), (1.0, 0.2, 0.5)]:
+        spinner = threading.Thread(target=spin, args=(seconds,))
+        spinner.start()
+        t0 = time.perf_counter()
+        wait_until_quiet(settings)
+        waited = time.perf_counter() - t0
+        spinner.join()
+        assert least <= waited < most, (seconds, waited)
 
 
 @pytest.mark.parametrize("quick", [True, False])

@@ -256,7 +256,9 @@ METHOD = """\
   every round; a sample is the mean of back-to-back calls lasting at least the minimum
   sample time (hundreds of calls for a stream step), preceded by one untimed call so the
   previous peer's spinning threads settle, after 20 ms of sleep in which the other
-  runtimes' thread pools park. The reported time is the median sample.
+  runtimes' thread pools park, and more 20 ms slices (up to 200 ms) while the process still
+  uses CPU asleep: ONNX Runtime's pool spins 50-70 ms after a call. The reported time is the
+  median sample.
 - "CPU used by others": the share of all CPUs' time that other processes took while a
   workload was timed (/proc/stat less this process); on a shared machine it explains
   outliers, above all on all cores, where every step waits for a descheduled thread.

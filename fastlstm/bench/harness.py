@@ -2,7 +2,8 @@
 
 ``run_threads`` is what a worker process runs: it sets every peer's thread count, measures
 the machine's sgemm rate, then for each workload builds all peers from the same model and
-inputs, checks their outputs against fastlstm's and times them in alternation.
+inputs, checks their outputs against fastlstm's and times them in alternation. At a reduced
+precision it can add the error table (``error_table``: both inits and a long sequence).
 """
 import gc
 import math
@@ -18,11 +19,14 @@ import numpy as np
 import fastlstm
 from fastlstm import reference
 
-from .peers import PEERS, limit_blas_threads
-from .workloads import Workload, make_case, valid_mask, workload
+from .peers import FLOAT32_PEERS, TARGET_PEERS, limit_blas_threads, peers_for
+from .workloads import INITS, LONG_SEQUENCE, Workload, make_case, valid_mask, workload
 
 AGREEMENT_TOLERANCE = 1e-4       # a peer further than this from fastlstm is flagged
 ACCURACY_TARGET = 3e-7           # fastlstm vs the float64 reference (BENCH.md)
+# At a reduced precision the peers sit up to 1.5e-2 apart (measured); a peer built wrong (a
+# gate order swapped) is off by 0.1 or more.
+PRECISION_AGREEMENT_TOLERANCE = 0.05
 
 TARGETS = {
     # workload: (min ratio vs the fastest peer, min fraction of sgemm rate, max varlen/full)
@@ -33,6 +37,14 @@ TARGETS = {
     "deepbench": (1.0, None, None),
     "stack": (1.0, None, None),
     "varlen": (1.5, None, 0.55),
+}
+PRECISION_TARGETS = {
+    # precision: (min target peer / fastlstm time per workload, max error as a share of the
+    # target peer's on the same model and inputs)
+    "int8": ({"stream_step": 1.5, "seq_latency": 1.5, "deepbench": 1.5, "batch": 1.2,
+              "large": 1.2}, 0.5),
+    "bfloat16": ({"stream_step": 1.3, "seq_latency": 1.3, "deepbench": 1.3, "batch": 1.1,
+                  "large": 1.1}, 1.0),
 }
 SGEMM_TARGET_NOTE = ("the 90%-of-sgemm target is applied where the shape allows it: batch and "
                      "large (batch >= 32); deepbench (batch 4) and stack (batch 16, hidden 256) "
@@ -46,10 +58,13 @@ class Settings:
     (the agreement check's call counts as the first), an untimed settling call only before
     samples of calls under 5 ms; the sgemm rate once per thread count instead of again beside
     each workload, no AVX2-only sgemm rate, and varlen's full-length baseline for fastlstm
-    alone (its target is fastlstm's)."""
+    alone (its target is fastlstm's). A reduced-precision run measures the sgemm rate once
+    (its targets are ratios to peers) and flags peers at PRECISION_AGREEMENT_TOLERANCE."""
 
-    def __init__(self, quick):
+    def __init__(self, quick, precision="float32"):
         self.quick = quick
+        self.precision = precision
+        exact = precision == "float32"
         self.warmup = 1 if quick else 2
         self.rounds = 3 if quick else 7
         self.min_sample_s = 0.005 if quick else 0.02
@@ -60,9 +75,10 @@ class Settings:
         self.max_idle_s = 0.2
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
-        self.sgemm_beside_each_workload = not quick
-        self.sgemm_avx2 = not quick
+        self.sgemm_beside_each_workload = exact and not quick
+        self.sgemm_avx2 = exact and not quick
         self.full_length_for_every_peer = not quick
+        self.agreement_tolerance = AGREEMENT_TOLERANCE if exact else PRECISION_AGREEMENT_TOLERANCE
 
 
 def sgemm_gflops(n=2048, repeats=3):
@@ -195,6 +211,10 @@ def _max_abs(a, b):
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
+def _mean_abs(a, b):
+    return float(np.mean(np.abs(a - b))) if a.size else 0.0
+
+
 def _error_text(exc):
     text = f"{type(exc).__name__}: {exc}".strip()
     return text.splitlines()[0][:300]
@@ -229,10 +249,11 @@ def run_workload(name, peers, settings, progress=print):
                 first_call_s[(peer.name, "main")] = time.perf_counter() - t0
             out = _masked(case, out)
             entry["error_vs_float64"] = _max_abs(out, ref)
+            entry["mean_error_vs_float64"] = _mean_abs(out, ref)
             if fast_out is None:
                 fast_out = out
             entry["max_abs_diff_vs_fastlstm"] = _max_abs(out, fast_out)
-            entry["flagged"] = not entry["max_abs_diff_vs_fastlstm"] <= AGREEMENT_TOLERANCE
+            entry["flagged"] = not entry["max_abs_diff_vs_fastlstm"] <= settings.agreement_tolerance
             calls[(peer.name, "main")] = bound.call
             if full_case is not None and (settings.full_length_for_every_peer
                                           or peer.name == "fastlstm"):
@@ -307,34 +328,98 @@ def evaluate_targets(result, sgemm):
     return checks
 
 
+def evaluate_precision(result, precision):
+    """Pass/fail of BENCH.md's reduced-precision targets for one workload result of a run at
+    that precision; also records the fastest float32 peer and its ratio (no target)."""
+    peers = result["peers"]
+    float32 = {n: peers[n] for n in FLOAT32_PEERS if "time_s" in peers.get(n, {})}
+    if float32:
+        fastest = min(float32, key=lambda n: float32[n]["time_s"])
+        result["fastest_float32_peer"] = fastest
+        result["ratio_vs_fastest_float32"] = float32[fastest]["ratio"]
+    target = TARGET_PEERS[precision].name
+    min_ratio = PRECISION_TARGETS[precision][0].get(result["name"])
+    checks = []
+    if min_ratio is not None:
+        value = peers.get(target, {}).get("ratio")
+        checks.append({"target": f"{target} / fastlstm >= {min_ratio:g}", "value": value,
+                       "pass": None if value is None else value >= min_ratio})
+    return checks + [precision_error_check(peers, precision)]
+
+
+def precision_error_check(peers, precision):
+    """The error target: fastlstm's max abs error against float64 within a share of the
+    target peer's; ``peers`` maps names to entries holding ``error_vs_float64``."""
+    share = PRECISION_TARGETS[precision][1]
+    target = TARGET_PEERS[precision].name
+    value = peers["fastlstm"]["error_vs_float64"]
+    ref = peers.get(target, {}).get("error_vs_float64")
+    limit = None if ref is None else share * ref
+    return {"target": f"max abs error vs float64 <= {share:g} x {target}'s", "value": value,
+            "limit": limit, "pass": None if limit is None else value <= limit}
+
+
+def error_table(workloads, peers, precision, quick=False, progress=print):
+    """Max and mean abs error against float64 of every peer on each workload (a name or a
+    ``Workload``) and on LONG_SEQUENCE, with PyTorch's init and the trained-like one, and the
+    error target of each row. Errors do not depend on the thread count: one run holds them."""
+    rows = []
+    shapes = [n if isinstance(n, Workload) else workload(n, quick) for n in workloads]
+    for w in shapes + [LONG_SEQUENCE]:
+        for init in INITS:
+            case = make_case(w, init=init)
+            ref = _float64_reference(case)
+            row = {"name": w.name, "shape": w.shape, "init": init, "peers": {}}
+            for peer in peers:
+                try:
+                    out = _masked(case, peer.build(case).outputs())
+                    row["peers"][peer.name] = {"status": "ok",
+                                               "error_vs_float64": _max_abs(out, ref),
+                                               "mean_error_vs_float64": _mean_abs(out, ref)}
+                except Exception as exc:  # reported in its cell, and the table goes on
+                    if peer.name == "fastlstm":
+                        raise
+                    row["peers"][peer.name] = {"status": "error", "reason": _error_text(exc)}
+            row["target"] = precision_error_check(row["peers"], precision)
+            rows.append(row)
+            progress(f"  errors {w.name:12s} {init:12s} "
+                     + "  ".join(f"{n} {_fmt_err(e.get('error_vs_float64'))}"
+                                 for n, e in row["peers"].items()))
+    return rows
+
+
 def run_threads(threads, workloads, peer_names=None, quick=False, progress=print,
-                sgemm_n=2048, checkpoint=None):
+                sgemm_n=2048, checkpoint=None, precision="float32", errors=False):
     """Everything for one thread count, in this process: workloads are names or ``Workload``
     objects. TensorFlow's threads can be set once per process only: call this at most once
     per process when TensorFlow is a peer. The thread settings of fastlstm and NumPy's BLAS
     are restored afterwards. ``checkpoint(run)``, when given, receives the run so far before
-    each workload (``run["in_progress"]`` names it), so a crash still leaves the rest."""
-    settings = Settings(quick)
+    each workload (``run["in_progress"]`` names it), so a crash still leaves the rest.
+    ``precision``: "float32", or the reduced precision whose peers (``peers_for``) and targets
+    the run takes; ``errors``: add its error table (``error_table``) as ``run["errors"]``."""
+    settings = Settings(quick, precision)
     settings.sgemm_n = sgemm_n
     fastlstm_threads = fastlstm.get_num_threads()
     blas_control, restore_blas = limit_blas_threads(threads)
     try:
         return _run_threads(threads, workloads, peer_names, settings, progress, blas_control,
-                            checkpoint or (lambda run: None))
+                            checkpoint or (lambda run: None), errors)
     finally:
         restore_blas()
         fastlstm.set_num_threads(fastlstm_threads)
 
 
-def _run_threads(threads, workloads, peer_names, settings, progress, blas_control, checkpoint):
-    peer_names = list(PEERS) if peer_names is None else ["fastlstm"] + [
+def _run_threads(threads, workloads, peer_names, settings, progress, blas_control, checkpoint,
+                 errors):
+    registry = peers_for(settings.precision)
+    peer_names = list(registry) if peer_names is None else ["fastlstm"] + [
         n for n in peer_names if n != "fastlstm"]
     peers, peer_info = [], {}
     progress(f"threads={threads}: setting up {', '.join(peer_names)}")
     for name in peer_names:
-        if name not in PEERS:
-            raise ValueError(f"unknown peer {name!r}; expected one of {', '.join(PEERS)}")
-        peer = PEERS[name]
+        if name not in registry:
+            raise ValueError(f"unknown peer {name!r}; expected one of {', '.join(registry)}")
+        peer = registry[name]
         if not peer.available():
             peer_info[name] = {"status": "missing", "reason": f"{peer.module} is not installed"}
             continue
@@ -367,8 +452,14 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
         for pname, info in peer_info.items():
             if info["status"] != "ok":
                 res["peers"][pname] = dict(info)
-        res["targets"] = evaluate_targets(res, sgemm)
+        res["targets"] = (evaluate_targets(res, sgemm) if settings.precision == "float32"
+                          else evaluate_precision(res, settings.precision))
         run["workloads"].append(res)
+    if errors:
+        run["in_progress"] = "the error table"
+        checkpoint(run)
+        run["errors"] = error_table(workloads, peers, settings.precision, settings.quick,
+                                    progress)
     del run["in_progress"]
     run["other_processes_cpu_fraction"] = cpu_share.fraction()
     return run
@@ -419,6 +510,10 @@ def _cpu_flags():
 def _fastlstm_config():
     from fastlstm import runtime
     return runtime.config()
+
+
+def _fmt_err(e):
+    return "error" if e is None else f"{e:.1e}"
 
 
 def _fmt_time(s):

@@ -55,8 +55,8 @@ class Settings:
     """How hard a run measures. Quick mode is a smoke run (under a minute with every peer on
     2 cores): every workload, peer and thread count, but fewer rounds (and none started after
     1 s of rounds), shorter samples, a call's length probed with up to 2 calls instead of 5
-    (the agreement check's call counts as the first), an untimed settling call only before
-    samples of calls under 5 ms; the sgemm rate once per thread count instead of again beside
+    (the agreement check's call counts as the first), untimed settling calls for 5 ms only
+    before samples of calls under 5 ms; the sgemm rate once per thread count instead of again beside
     each workload, no AVX2-only sgemm rate, and varlen's full-length baseline for fastlstm
     alone (its target is fastlstm's). A reduced-precision run measures the sgemm rate once
     (its targets are ratios to peers) and flags peers at PRECISION_AGREEMENT_TOLERANCE."""
@@ -121,12 +121,14 @@ def time_interleaved(calls, settings, first_call_s=None):
     """Median seconds per call of each callable, timed in alternating rounds.
 
     Each round times every callable once, in an order rotated round by round; a sample is
-    the mean over enough back-to-back calls to last ``min_sample_s``. A short call gets one
-    untimed call before its sample; every sample starts after ``idle_s`` of sleep, and more
-    while the process still burns CPU asleep (``wait_until_quiet``). Both so that
-    the previous peer's spinning worker threads (OpenMP, ONNX Runtime's pool) have gone idle and
-    the caches hold this peer's weights;
-    a call longer than ``settle_s`` settles within itself. With ``rounds_budget_s`` set (quick
+    the mean over enough back-to-back calls to last ``min_sample_s``. Every sample starts after
+    ``idle_s`` of sleep, and more while the process still burns CPU asleep
+    (``wait_until_quiet``), so that the previous peer's spinning worker threads (OpenMP, ONNX
+    Runtime's pool) have gone idle; then a call shorter than ``settle_s`` runs untimed for
+    ``settle_s``, so that this peer's threads are awake and the caches hold its weights (one
+    call was not enough on 2 threads: measured 374 vs 356 us for fastlstm's seq_latency, 9.4
+    vs 7.5 us and 24 vs 18 us for fastlstm's and ONNX Runtime int8's stream step);
+    a longer call settles within itself. With ``rounds_budget_s`` set (quick
     mode), no round starts once the rounds have taken that long: a loaded machine gets fewer
     rounds (at least one), not a longer smoke run. ``first_call_s`` (quick mode) gives the
     length of a call already made (the agreement check's), which counts as the first probe.
@@ -161,7 +163,10 @@ def time_interleaved(calls, settings, first_call_s=None):
                 fn, n = calls[k], reps[k]
                 wait_until_quiet(settings)
                 if settle[k]:
+                    until = time.perf_counter() + settings.settle_s
                     fn()
+                    while time.perf_counter() < until:
+                        fn()
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()

@@ -408,11 +408,11 @@ METHOD = """\
   and TensorFlow is set up before any workload runs.
 - Peers are timed in alternation: each round times every peer once, in an order rotated
   every round; a sample is the mean of back-to-back calls lasting at least the minimum
-  sample time (hundreds of calls for a stream step), preceded by one untimed call so the
-  previous peer's spinning threads settle, after 20 ms of sleep in which the other
-  runtimes' thread pools park, and more 20 ms slices (up to 200 ms) while the process still
-  uses CPU asleep: ONNX Runtime's pool spins 50-70 ms after a call. The reported time is the
-  median sample.
+  sample time (hundreds of calls for a stream step). Before it: 20 ms of sleep, and more
+  20 ms slices (up to 200 ms) while the process still uses CPU asleep, so the other runtimes'
+  thread pools have parked (ONNX Runtime's spins 50-70 ms after a call); then, for a call under
+  50 ms (5 ms in quick mode), untimed calls for that long, so this peer's threads are awake
+  and its weights in cache. The reported time is the median sample.
 - "CPU used by others": the share of all CPUs' time that other processes took while a
   workload was timed (/proc/stat less this process); on a shared machine it explains
   outliers, above all on all cores, where every step waits for a descheduled thread.

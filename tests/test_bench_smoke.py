@@ -1,10 +1,13 @@
 """The benchmark harness end to end on miniature workloads: real numbers come out, fastlstm
 agrees with the float64 reference, and the report renders. NumPy is the only peer (no
-framework needed); and the command line's --isa avx2."""
+framework needed); the command line's --isa avx2; and --quick --precision end to end, with
+every peer that is installed."""
+import importlib.util
 import json
 import math
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -14,9 +17,10 @@ from fastlstm import _core
 from fastlstm.bench import report
 from fastlstm.bench.__main__ import main, parse_args
 from fastlstm.bench.harness import (Settings, machine_info, run_threads, run_workload,
-                                     time_interleaved)
-from fastlstm.bench.peers import PEERS
-from fastlstm.bench.workloads import Workload
+                                     time_interleaved, wait_until_quiet)
+from fastlstm.bench.peers import PEERS, TARGET_PEERS
+from fastlstm.bench.workloads import (INITS, LONG_SEQUENCE, PRECISION_WORKLOADS, Workload,
+                                      make_case)
 
 MINI = [
     Workload("mini_varlen", batch=3, time=5, input_size=4, hidden_size=6, num_layers=2,
@@ -92,6 +96,30 @@ def test_quick_probe_counts_the_call_already_made():
     assert len(made) == 2 + 3
 
 
+def test_a_sample_waits_for_threads_still_spinning():
+    """A sample starts after a 20 ms slice in which the process stayed idle: one slice when
+    it is idle, until a thread that spins on for 80 ms (as ONNX Runtime's pool does after a
+    call) has stopped, and never past max_idle_s."""
+    settings = Settings(quick=True)
+    t0 = time.perf_counter()
+    wait_until_quiet(settings)
+    assert time.perf_counter() - t0 < 0.1
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    for seconds, least, most in [(0.08, 0.08, 0.2), (1.0, 0.2, 0.5)]:
+        spinner = threading.Thread(target=spin, args=(seconds,))
+        spinner.start()
+        t0 = time.perf_counter()
+        wait_until_quiet(settings)
+        waited = time.perf_counter() - t0
+        spinner.join()
+        assert least <= waited < most, (seconds, waited)
+
+
 @pytest.mark.parametrize("quick", [True, False])
 def test_varlen_full_length_baseline(quick):
     """varlen's time at full length: for every peer in full mode, for fastlstm alone (whose
@@ -131,3 +159,76 @@ def test_isa_avx2_holds_fastlstm_pytorch_and_openblas(tmp_path):
     assert "Haswell" in json.dumps(worker["fastlstm_config"].get("blas"))
     assert worker["workloads"][0]["error_vs_float64"] < 3e-7
     assert "**Held to AVX2**" in (out / "RESULTS.md").read_text()
+
+
+def test_precision_arguments_and_trained_like_init():
+    """--precision picks its workloads and peers; --peers is checked against them; the
+    trained-like init is PyTorch's with the weight matrices 3x and the forget bias + 1."""
+    args = parse_args(["--precision", "int8"])
+    assert args.workloads == list(PRECISION_WORKLOADS)
+    assert args.peers == ["fastlstm", "onnxruntime-int8", "fastlstm-float32", "onnxruntime", "torch"]
+    assert parse_args(["--precision", "bfloat16"]).peers[1] == "torch-bf16"
+    assert parse_args(["--precision", "bfloat16", "--isa", "avx2"]).peers == [
+        "fastlstm", "torch-bf16", "fastlstm-float32", "torch"]
+    with pytest.raises(SystemExit):
+        parse_args(["--peers", "torch-bf16"])         # a precision peer in a float32 run
+    w = Workload("mini", batch=1, time=3, input_size=4, hidden_size=6)
+    plain, trained = (make_case(w, init=i).model.weights for i in INITS)
+    np.testing.assert_array_equal(trained["weight_hh_l0"], 3 * plain["weight_hh_l0"])
+    np.testing.assert_array_equal(trained["bias_hh_l0"], plain["bias_hh_l0"])
+    shift = trained["bias_ih_l0"] - plain["bias_ih_l0"]
+    np.testing.assert_allclose(shift, np.repeat([0.0, 1.0, 0.0, 0.0], 6), atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bfloat16"])
+def test_precision_quick_run(tmp_path, precision):
+    """--quick --precision P end to end in under a minute: fastlstm.quantize against the
+    precision's peer (which must run whenever its framework is installed) and the float32
+    peers at 1 and all cores, the error table (both inits and the long sequence), a report
+    that keeps the float32 run already in the directory, and the README's precision table."""
+    out = tmp_path / "bench"
+    float32_run = run_threads(1, MINI[1:], ["numpy"], quick=True, progress=lambda m: None,
+                              sgemm_n=128)
+    report.write_all({"meta": {**machine_info(), "mode": "quick", "date_utc": "then",
+                               "wall_s": 0.0, "command": "test"}, "runs": [float32_run]},
+                     str(out))
+    run = subprocess.run([sys.executable, "-m", "fastlstm.bench", "--quick", "--precision",
+                          precision, "--out", str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [w["name"] for w in results["runs"][0]["workloads"]] == ["mini_stream"]
+    part = results["precision"][precision]
+    assert part["meta"]["wall_s"] < 60
+    target = TARGET_PEERS[precision]
+    installed = target.available() and importlib.util.find_spec(
+        "onnxruntime.quantization" if precision == "int8" else "torch") is not None
+    for threads_run in part["runs"]:
+        assert [w["name"] for w in threads_run["workloads"]] == list(PRECISION_WORKLOADS)
+        for w in threads_run["workloads"]:
+            fast = w["peers"]["fastlstm"]
+            assert fast["time_s"] > 0 and fast["error_vs_float64"] < 0.1
+            assert fast["mean_error_vs_float64"] <= fast["error_vs_float64"]
+            assert w["peers"]["fastlstm-float32"]["error_vs_float64"] < 3e-6
+            assert w["fastest_float32_peer"] in ("fastlstm-float32", "onnxruntime", "torch")
+            peer = w["peers"][target.name]
+            assert peer["status"] == ("ok" if installed else "missing"), peer
+            if installed:
+                assert not peer["flagged"] and peer["time_s"] > 0
+                assert all(c["pass"] is not None for c in w["targets"])
+    errors = part["runs"][0]["errors"]
+    assert [(r["name"], r["init"]) for r in errors] == [
+        (n, i) for n in [*PRECISION_WORKLOADS, LONG_SEQUENCE.name] for i in INITS]
+    assert all(math.isfinite(r["peers"]["fastlstm"]["error_vs_float64"]) for r in errors)
+    assert all("errors" not in r for r in part["runs"][1:])
+    text = (out / "RESULTS.md").read_text()
+    assert f"## Reduced precision: {precision}" in text and "mini_stream" in text
+    assert f"precision_{precision}_time.png" in results["plots"]["files"]
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{report.README_START}\nold\n{report.README_END}\nb\n"
+                      f"{report.README_PRECISION_START}\nold\n{report.README_PRECISION_END}\n")
+    assert report.update_readme(str(readme), results)
+    text = readme.read_text()
+    assert "old" not in text and "mini_stream" in text
+    assert f"| {precision} | deepbench |" in text and f"| {precision} | seq_long |" in text

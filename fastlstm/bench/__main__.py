@@ -1,10 +1,12 @@
-"""``python -m fastlstm.bench [--quick] [--threads 1,2] [--workloads a,b] [--peers p,q] [--out DIR]
-[--isa avx2]``
+"""``python -m fastlstm.bench [--quick] [--precision int8|bfloat16] [--threads 1,2]
+[--workloads a,b] [--peers p,q] [--out DIR] [--isa avx2]``
 
 Runs the workloads of shared/BENCH.md against every installed peer, once per thread count,
 each thread count in a fresh worker process (TensorFlow sizes its thread pools once per
 process; a fresh process also leaves no other runtime's threads behind), then writes
-RESULTS.md, results.json and the plots into DIR and prints the table.
+RESULTS.md, results.json and the plots into DIR and prints the table. With --precision, the
+reduced-precision workloads instead: fastlstm.quantize(model, P) against that precision's
+peer and the float32 peers, plus the error table; its section joins those already in DIR.
 """
 import argparse
 import json
@@ -16,12 +18,12 @@ import time
 
 from . import report
 from .harness import machine_info, package_root, run_threads
-from .peers import PEERS
-from .workloads import WORKLOADS
+from .peers import PRECISIONS, peers_for
+from .workloads import PRECISION_WORKLOADS, WORKLOADS
 
 # The peers whose kernels --isa avx2 holds to AVX2, and how (environment variables read when
 # each library loads, so they are set for the worker processes only).
-ISA_HELD = ("fastlstm", "torch", "numpy")
+ISA_HELD = ("fastlstm", "fastlstm-float32", "torch", "torch-bf16", "numpy")
 ISA_AVX2_ENV = {"FASTLSTM_SIMD": "avx2", "DNNL_MAX_CPU_ISA": "AVX2",
                 "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
 
@@ -59,13 +61,20 @@ def parse_args(argv, prog="python -m fastlstm.bench"):
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: fewer rounds, a shorter `large`, the sgemm rate once (under a "
                          "minute with every peer on 2 cores)")
+    ap.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="time fastlstm.quantize(model, PRECISION) against ONNX Runtime int8 "
+                         "(int8) or PyTorch bfloat16 (bfloat16) and the float32 peers, and "
+                         "tabulate every peer's error (default workloads: "
+                         + ", ".join(PRECISION_WORKLOADS) + ")")
     ap.add_argument("--threads", type=_threads, default=sorted({1, cores}),
                     help=f"comma-separated thread counts (default 1,{cores}: one and all cores)")
     ap.add_argument("--workloads", type=lambda s: _csv(s, list(WORKLOADS), "workload"),
-                    default=list(WORKLOADS), help="comma-separated, default all: " + ", ".join(WORKLOADS))
-    ap.add_argument("--peers", type=lambda s: _csv(s, list(PEERS), "peer"), default=None,
-                    help="comma-separated, default all: " + ", ".join(PEERS)
-                         + " (with --isa avx2: " + ", ".join(ISA_HELD) + ")")
+                    default=None, help="comma-separated, default all: " + ", ".join(WORKLOADS))
+    ap.add_argument("--peers", default=None,
+                    help="comma-separated, default all: " + ", ".join(peers_for())
+                         + "; with --precision P: " + ", ".join(peers_for("int8"))
+                         + " (int8; bfloat16 has torch-bf16 in place of onnxruntime-int8); "
+                         "with --isa avx2 those of " + ", ".join(ISA_HELD))
     ap.add_argument("--out", default=None,
                     help="directory for RESULTS.md, results.json and plots "
                          "(default bench/, or bench/quick/ with --quick)")
@@ -78,10 +87,19 @@ def parse_args(argv, prog="python -m fastlstm.bench"):
                          "ONNX Runtime and TensorFlow have no such switch and join only when "
                          "named in --peers")
     ap.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
+    ap.add_argument("--errors", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--started", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    registry = peers_for(args.precision or "float32")
+    if args.workloads is None:
+        args.workloads = list(PRECISION_WORKLOADS if args.precision else WORKLOADS)
     if args.peers is None:
-        args.peers = [p for p in PEERS if args.isa == "native" or p in ISA_HELD]
+        args.peers = [p for p in registry if args.isa == "native" or p in ISA_HELD]
+    else:
+        try:
+            args.peers = _csv(args.peers, list(registry), "peer")
+        except argparse.ArgumentTypeError as exc:
+            ap.error(f"argument --peers: {exc}")
     return args
 
 
@@ -118,7 +136,7 @@ def _worker_env(threads, isa="native"):
     return env
 
 
-def _run_worker(args, threads):
+def _run_worker(args, threads, errors):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "run.json")
         cmd = [sys.executable, "-m", "fastlstm.bench", "--worker", out, "--threads", str(threads),
@@ -126,6 +144,10 @@ def _run_worker(args, threads):
                "--started", repr(_started)]
         if args.quick:
             cmd.append("--quick")
+        if args.precision:
+            cmd += ["--precision", args.precision]
+        if errors:
+            cmd.append("--errors")
         proc = subprocess.run(cmd, env=_worker_env(threads, args.isa))
         if not os.path.exists(out):
             _log(f"the worker for {threads} thread(s) failed before its first workload "
@@ -154,10 +176,11 @@ def main(argv=None, prog="python -m fastlstm.bench"):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv, prog)
     _started = time.time() if args.started is None else args.started
+    precision = args.precision or "float32"
     if args.worker:
         write = _checkpoint_writer(args.worker)
         write(run_threads(args.threads[0], args.workloads, args.peers, args.quick, _log,
-                          checkpoint=write))
+                          checkpoint=write, precision=precision, errors=args.errors))
         return 0
     if args.in_process and args.isa != "native":
         raise SystemExit("--isa needs the worker processes (each library picks its kernels when "
@@ -167,10 +190,13 @@ def main(argv=None, prog="python -m fastlstm.bench"):
                          "(its thread pools are sized once per process)")
     runs, failed = [], []
     for threads in args.threads:
+        # the error table does not depend on the thread count: the first run makes it
+        errors = bool(args.precision) and threads == args.threads[0]
         if args.in_process:
-            runs.append(run_threads(threads, args.workloads, args.peers, args.quick, _log))
+            runs.append(run_threads(threads, args.workloads, args.peers, args.quick, _log,
+                                    precision=precision, errors=errors))
         else:
-            run = _run_worker(args, threads)
+            run = _run_worker(args, threads, errors)
             if run is None or not run["workloads"]:
                 failed.append(f"{threads} thread(s): "
                               + (run["crashed"] if run else "the worker failed before its first workload"))
@@ -178,19 +204,23 @@ def main(argv=None, prog="python -m fastlstm.bench"):
                 runs.append(run)
     if not runs:
         raise SystemExit("no thread count produced results: " + "; ".join(failed))
-    results = {
-        "meta": {**machine_info(), "mode": "quick" if args.quick else "full", "isa": args.isa,
-                 "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(_started)),
-                 "wall_s": round(time.time() - _started, 1),
-                 "failed_runs": failed,
-                 "command": " ".join([prog] + argv)},
-        "runs": runs,
-    }
+    meta = {**machine_info(), "mode": "quick" if args.quick else "full", "isa": args.isa,
+            "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(_started)),
+            "wall_s": round(time.time() - _started, 1),
+            "failed_runs": failed,
+            "command": " ".join([prog] + argv)}
+    if args.precision:
+        results = {"meta": meta, "runs": [],
+                   "precision": {args.precision: {"meta": meta, "runs": runs}}}
+    else:
+        results = {"meta": meta, "runs": runs}
     out = args.out or os.path.join("bench", "quick" if args.quick else "")
-    written = report.write_all(results, out)
-    # a full run into a checkout's bench/ also regenerates the README's table
+    # the parts this run did not measure stay as the last runs into DIR left them
+    merged = report.merged(report.load(out), results)
+    written = report.write_all(merged, out)
+    # a full run into a checkout's bench/ also regenerates the README's tables
     if args.out is None and not args.quick and args.isa == "native" \
-            and os.path.exists("README.md") and report.update_readme("README.md", results):
+            and os.path.exists("README.md") and report.update_readme("README.md", merged):
         written.append("README.md")
     print(report.markdown(results, summary_only=args.quick))
     for path in written:

@@ -2,7 +2,8 @@
 
 ``run_threads`` is what a worker process runs: it sets every peer's thread count, measures
 the machine's sgemm rate, then for each workload builds all peers from the same model and
-inputs, checks their outputs against fastlstm's and times them in alternation.
+inputs, checks their outputs against fastlstm's and times them in alternation. At a reduced
+precision it can add the error table (``error_table``: both inits and a long sequence).
 """
 import gc
 import math
@@ -18,11 +19,14 @@ import numpy as np
 import fastlstm
 from fastlstm import reference
 
-from .peers import PEERS, limit_blas_threads
-from .workloads import Workload, make_case, valid_mask, workload
+from .peers import FLOAT32_PEERS, TARGET_PEERS, limit_blas_threads, peers_for
+from .workloads import INITS, LONG_SEQUENCE, Workload, make_case, valid_mask, workload
 
 AGREEMENT_TOLERANCE = 1e-4       # a peer further than this from fastlstm is flagged
 ACCURACY_TARGET = 3e-7           # fastlstm vs the float64 reference (BENCH.md)
+# At a reduced precision the peers sit up to 1.5e-2 apart (measured); a peer built wrong (a
+# gate order swapped) is off by 0.1 or more.
+PRECISION_AGREEMENT_TOLERANCE = 0.05
 
 TARGETS = {
     # workload: (min ratio vs the fastest peer, min fraction of sgemm rate, max varlen/full)
@@ -34,6 +38,14 @@ TARGETS = {
     "stack": (1.0, None, None),
     "varlen": (1.5, None, 0.55),
 }
+PRECISION_TARGETS = {
+    # precision: (min target peer / fastlstm time per workload, max error as a share of the
+    # target peer's on the same model and inputs)
+    "int8": ({"stream_step": 1.5, "seq_latency": 1.5, "deepbench": 1.5, "batch": 1.2,
+              "large": 1.2}, 0.5),
+    "bfloat16": ({"stream_step": 1.3, "seq_latency": 1.3, "deepbench": 1.3, "batch": 1.1,
+                  "large": 1.1}, 1.0),
+}
 SGEMM_TARGET_NOTE = ("the 90%-of-sgemm target is applied where the shape allows it: batch and "
                      "large (batch >= 32); deepbench (batch 4) and stack (batch 16, hidden 256) "
                      "are bound by streaming the recurrent weights, their fraction is reported only")
@@ -43,13 +55,16 @@ class Settings:
     """How hard a run measures. Quick mode is a smoke run (under a minute with every peer on
     2 cores): every workload, peer and thread count, but fewer rounds (and none started after
     1 s of rounds), shorter samples, a call's length probed with up to 2 calls instead of 5
-    (the agreement check's call counts as the first), an untimed settling call only before
-    samples of calls under 5 ms; the sgemm rate once per thread count instead of again beside
+    (the agreement check's call counts as the first), untimed settling calls for 5 ms only
+    before samples of calls under 5 ms; the sgemm rate once per thread count instead of again beside
     each workload, no AVX2-only sgemm rate, and varlen's full-length baseline for fastlstm
-    alone (its target is fastlstm's)."""
+    alone (its target is fastlstm's). A reduced-precision run measures the sgemm rate once
+    (its targets are ratios to peers) and flags peers at PRECISION_AGREEMENT_TOLERANCE."""
 
-    def __init__(self, quick):
+    def __init__(self, quick, precision="float32"):
         self.quick = quick
+        self.precision = precision
+        exact = precision == "float32"
         self.warmup = 1 if quick else 2
         self.rounds = 3 if quick else 7
         self.min_sample_s = 0.005 if quick else 0.02
@@ -57,11 +72,13 @@ class Settings:
         self.probe_calls = 2 if quick else 5
         self.rounds_budget_s = 1.0 if quick else None
         self.idle_s = 0.02
+        self.max_idle_s = 0.2
         self.sgemm_n = 2048
         self.sgemm_repeats = 2 if quick else 5
-        self.sgemm_beside_each_workload = not quick
-        self.sgemm_avx2 = not quick
+        self.sgemm_beside_each_workload = exact and not quick
+        self.sgemm_avx2 = exact and not quick
         self.full_length_for_every_peer = not quick
+        self.agreement_tolerance = AGREEMENT_TOLERANCE if exact else PRECISION_AGREEMENT_TOLERANCE
 
 
 def sgemm_gflops(n=2048, repeats=3):
@@ -104,11 +121,14 @@ def time_interleaved(calls, settings, first_call_s=None):
     """Median seconds per call of each callable, timed in alternating rounds.
 
     Each round times every callable once, in an order rotated round by round; a sample is
-    the mean over enough back-to-back calls to last ``min_sample_s``. A short call gets one
-    untimed call before its sample; every sample starts after ``idle_s`` of sleep. Both so that
-    the previous peer's spinning worker threads (OpenMP, ONNX Runtime's pool) have gone idle and
-    the caches hold this peer's weights;
-    a call longer than ``settle_s`` settles within itself. With ``rounds_budget_s`` set (quick
+    the mean over enough back-to-back calls to last ``min_sample_s``. Every sample starts after
+    ``idle_s`` of sleep, and more while the process still burns CPU asleep
+    (``wait_until_quiet``), so that the previous peer's spinning worker threads (OpenMP, ONNX
+    Runtime's pool) have gone idle; then a call shorter than ``settle_s`` runs untimed for
+    ``settle_s``, so that this peer's threads are awake and the caches hold its weights (one
+    call was not enough on 2 threads: measured 374 vs 356 us for fastlstm's seq_latency, 9.4
+    vs 7.5 us and 24 vs 18 us for fastlstm's and ONNX Runtime int8's stream step);
+    a longer call settles within itself. With ``rounds_budget_s`` set (quick
     mode), no round starts once the rounds have taken that long: a loaded machine gets fewer
     rounds (at least one), not a longer smoke run. ``first_call_s`` (quick mode) gives the
     length of a call already made (the agreement check's), which counts as the first probe.
@@ -141,9 +161,12 @@ def time_interleaved(calls, settings, first_call_s=None):
             shift = r % len(keys)
             for k in keys[shift:] + keys[:shift]:
                 fn, n = calls[k], reps[k]
-                time.sleep(settings.idle_s)
+                wait_until_quiet(settings)
                 if settle[k]:
+                    until = time.perf_counter() + settings.settle_s
                     fn()
+                    while time.perf_counter() < until:
+                        fn()
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
@@ -153,6 +176,20 @@ def time_interleaved(calls, settings, first_call_s=None):
             gc.enable()
     return {k: {"median_s": statistics.median(v), "samples_s": v, "calls_per_sample": reps[k]}
             for k, v in samples.items()}
+
+
+def wait_until_quiet(settings):
+    """Sleep ``idle_s`` slices until one passes in which this process used under a tenth of
+    it in CPU time (up to ``max_idle_s``): a runtime's pool spins on after its call, and a
+    peer timed while it spins shares the cores with it. Measured with 2 threads: ONNX
+    Runtime's pool spins 50-70 ms after a call (a seq_latency call of fastlstm right after it
+    took 1.6x as long), OpenMP's and PyTorch's about 20 ms."""
+    slices = max(1, int(settings.max_idle_s / settings.idle_s)) if settings.idle_s > 0 else 1
+    for _ in range(slices):
+        cpu = time.process_time()
+        time.sleep(settings.idle_s)
+        if time.process_time() - cpu < 0.1 * settings.idle_s:
+            return
 
 
 def _float64_reference(case):
@@ -177,6 +214,10 @@ def _max_abs(a, b):
     if not np.all(np.isfinite(a)):
         return math.inf
     return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def _mean_abs(a, b):
+    return float(np.mean(np.abs(a - b))) if a.size else 0.0
 
 
 def _error_text(exc):
@@ -213,10 +254,11 @@ def run_workload(name, peers, settings, progress=print):
                 first_call_s[(peer.name, "main")] = time.perf_counter() - t0
             out = _masked(case, out)
             entry["error_vs_float64"] = _max_abs(out, ref)
+            entry["mean_error_vs_float64"] = _mean_abs(out, ref)
             if fast_out is None:
                 fast_out = out
             entry["max_abs_diff_vs_fastlstm"] = _max_abs(out, fast_out)
-            entry["flagged"] = not entry["max_abs_diff_vs_fastlstm"] <= AGREEMENT_TOLERANCE
+            entry["flagged"] = not entry["max_abs_diff_vs_fastlstm"] <= settings.agreement_tolerance
             calls[(peer.name, "main")] = bound.call
             if full_case is not None and (settings.full_length_for_every_peer
                                           or peer.name == "fastlstm"):
@@ -291,34 +333,98 @@ def evaluate_targets(result, sgemm):
     return checks
 
 
+def evaluate_precision(result, precision):
+    """Pass/fail of BENCH.md's reduced-precision targets for one workload result of a run at
+    that precision; also records the fastest float32 peer and its ratio (no target)."""
+    peers = result["peers"]
+    float32 = {n: peers[n] for n in FLOAT32_PEERS if "time_s" in peers.get(n, {})}
+    if float32:
+        fastest = min(float32, key=lambda n: float32[n]["time_s"])
+        result["fastest_float32_peer"] = fastest
+        result["ratio_vs_fastest_float32"] = float32[fastest]["ratio"]
+    target = TARGET_PEERS[precision].name
+    min_ratio = PRECISION_TARGETS[precision][0].get(result["name"])
+    checks = []
+    if min_ratio is not None:
+        value = peers.get(target, {}).get("ratio")
+        checks.append({"target": f"{target} / fastlstm >= {min_ratio:g}", "value": value,
+                       "pass": None if value is None else value >= min_ratio})
+    return checks + [precision_error_check(peers, precision)]
+
+
+def precision_error_check(peers, precision):
+    """The error target: fastlstm's max abs error against float64 within a share of the
+    target peer's; ``peers`` maps names to entries holding ``error_vs_float64``."""
+    share = PRECISION_TARGETS[precision][1]
+    target = TARGET_PEERS[precision].name
+    value = peers["fastlstm"]["error_vs_float64"]
+    ref = peers.get(target, {}).get("error_vs_float64")
+    limit = None if ref is None else share * ref
+    return {"target": f"max abs error vs float64 <= {share:g} x {target}'s", "value": value,
+            "limit": limit, "pass": None if limit is None else value <= limit}
+
+
+def error_table(workloads, peers, precision, quick=False, progress=print):
+    """Max and mean abs error against float64 of every peer on each workload (a name or a
+    ``Workload``) and on LONG_SEQUENCE, with PyTorch's init and the trained-like one, and the
+    error target of each row. Errors do not depend on the thread count: one run holds them."""
+    rows = []
+    shapes = [n if isinstance(n, Workload) else workload(n, quick) for n in workloads]
+    for w in shapes + [LONG_SEQUENCE]:
+        for init in INITS:
+            case = make_case(w, init=init)
+            ref = _float64_reference(case)
+            row = {"name": w.name, "shape": w.shape, "init": init, "peers": {}}
+            for peer in peers:
+                try:
+                    out = _masked(case, peer.build(case).outputs())
+                    row["peers"][peer.name] = {"status": "ok",
+                                               "error_vs_float64": _max_abs(out, ref),
+                                               "mean_error_vs_float64": _mean_abs(out, ref)}
+                except Exception as exc:  # reported in its cell, and the table goes on
+                    if peer.name == "fastlstm":
+                        raise
+                    row["peers"][peer.name] = {"status": "error", "reason": _error_text(exc)}
+            row["target"] = precision_error_check(row["peers"], precision)
+            rows.append(row)
+            progress(f"  errors {w.name:12s} {init:12s} "
+                     + "  ".join(f"{n} {_fmt_err(e.get('error_vs_float64'))}"
+                                 for n, e in row["peers"].items()))
+    return rows
+
+
 def run_threads(threads, workloads, peer_names=None, quick=False, progress=print,
-                sgemm_n=2048, checkpoint=None):
+                sgemm_n=2048, checkpoint=None, precision="float32", errors=False):
     """Everything for one thread count, in this process: workloads are names or ``Workload``
     objects. TensorFlow's threads can be set once per process only: call this at most once
     per process when TensorFlow is a peer. The thread settings of fastlstm and NumPy's BLAS
     are restored afterwards. ``checkpoint(run)``, when given, receives the run so far before
-    each workload (``run["in_progress"]`` names it), so a crash still leaves the rest."""
-    settings = Settings(quick)
+    each workload (``run["in_progress"]`` names it), so a crash still leaves the rest.
+    ``precision``: "float32", or the reduced precision whose peers (``peers_for``) and targets
+    the run takes; ``errors``: add its error table (``error_table``) as ``run["errors"]``."""
+    settings = Settings(quick, precision)
     settings.sgemm_n = sgemm_n
     fastlstm_threads = fastlstm.get_num_threads()
     blas_control, restore_blas = limit_blas_threads(threads)
     try:
         return _run_threads(threads, workloads, peer_names, settings, progress, blas_control,
-                            checkpoint or (lambda run: None))
+                            checkpoint or (lambda run: None), errors)
     finally:
         restore_blas()
         fastlstm.set_num_threads(fastlstm_threads)
 
 
-def _run_threads(threads, workloads, peer_names, settings, progress, blas_control, checkpoint):
-    peer_names = list(PEERS) if peer_names is None else ["fastlstm"] + [
+def _run_threads(threads, workloads, peer_names, settings, progress, blas_control, checkpoint,
+                 errors):
+    registry = peers_for(settings.precision)
+    peer_names = list(registry) if peer_names is None else ["fastlstm"] + [
         n for n in peer_names if n != "fastlstm"]
     peers, peer_info = [], {}
     progress(f"threads={threads}: setting up {', '.join(peer_names)}")
     for name in peer_names:
-        if name not in PEERS:
-            raise ValueError(f"unknown peer {name!r}; expected one of {', '.join(PEERS)}")
-        peer = PEERS[name]
+        if name not in registry:
+            raise ValueError(f"unknown peer {name!r}; expected one of {', '.join(registry)}")
+        peer = registry[name]
         if not peer.available():
             peer_info[name] = {"status": "missing", "reason": f"{peer.module} is not installed"}
             continue
@@ -351,8 +457,14 @@ def _run_threads(threads, workloads, peer_names, settings, progress, blas_contro
         for pname, info in peer_info.items():
             if info["status"] != "ok":
                 res["peers"][pname] = dict(info)
-        res["targets"] = evaluate_targets(res, sgemm)
+        res["targets"] = (evaluate_targets(res, sgemm) if settings.precision == "float32"
+                          else evaluate_precision(res, settings.precision))
         run["workloads"].append(res)
+    if errors:
+        run["in_progress"] = "the error table"
+        checkpoint(run)
+        run["errors"] = error_table(workloads, peers, settings.precision, settings.quick,
+                                    progress)
     del run["in_progress"]
     run["other_processes_cpu_fraction"] = cpu_share.fraction()
     return run
@@ -403,6 +515,10 @@ def _cpu_flags():
 def _fastlstm_config():
     from fastlstm import runtime
     return runtime.config()
+
+
+def _fmt_err(e):
+    return "error" if e is None else f"{e:.1e}"
 
 
 def _fmt_time(s):

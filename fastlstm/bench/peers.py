@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import importlib.util
 import itertools
+import logging
 import os
 import sys
 import tempfile
@@ -69,7 +70,11 @@ class Peer:
 
 
 class FastLSTM(Peer):
-    name = module = package = "fastlstm"
+    """fastlstm; at a reduced precision, the model ``fastlstm.quantize`` makes of the shared one."""
+    module = package = "fastlstm"
+
+    def __init__(self, name="fastlstm", precision="float32"):
+        self.name, self.precision = name, precision
 
     def version(self):
         return fastlstm.__version__
@@ -79,6 +84,11 @@ class FastLSTM(Peer):
 
     def build(self, case):
         model, w = case.model, case.workload
+        if self.precision != "float32":
+            model = fastlstm.quantize(model, self.precision)
+            if model.precision != self.precision:
+                raise RuntimeError(f"fastlstm.quantize(model, {self.precision!r}) made a model "
+                                   f"of precision {model.precision!r}")
         if w.stream:
             xs = _stream_inputs(case)
             stream = model.stream(w.batch)
@@ -158,8 +168,11 @@ class OnnxRuntime(Peer):
         opts.inter_op_num_threads = 1
         opts.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        return self.ort.InferenceSession(model.SerializeToString(), opts,
+        return self.ort.InferenceSession(self._serialized(model), opts,
                                          providers=["CPUExecutionProvider"])
+
+    def _serialized(self, model):
+        return model.SerializeToString()
 
     @staticmethod
     def _lstm_params(weights, k, suffixes):
@@ -243,9 +256,41 @@ class OnnxRuntime(Peer):
         return Bound(call, to_batch_major)
 
 
+class OnnxRuntimeInt8(OnnxRuntime):
+    """The ONNX Runtime peer's float32 model through ``quantize_dynamic(weight_type=QInt8,
+    op_types_to_quantize=["LSTM"])``, as BENCH.md gives the call: each ``LSTM`` node becomes a
+    ``DynamicQuantizeLSTM`` (int8 W and R, one scale per direction as ``per_channel`` is off;
+    the input and h quantized to uint8 at run time)."""
+    name = "onnxruntime-int8"
+
+    def setup(self, threads):
+        super().setup(threads)
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        self.quantize_dynamic, self.qint8 = quantize_dynamic, QuantType.QInt8
+
+    def _serialized(self, model):
+        import onnx
+        silenced = logging.root.manager.disable
+        # its advice to run shape inference first, which an LSTM graph does not need
+        logging.disable(logging.WARNING)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "int8.onnx")
+                self.quantize_dynamic(model, path, weight_type=self.qint8,
+                                      op_types_to_quantize=["LSTM"])
+                quantized = onnx.load(path)
+        finally:
+            logging.disable(silenced)
+        ops = {node.op_type for node in quantized.graph.node}
+        if "LSTM" in ops or "DynamicQuantizeLSTM" not in ops:
+            raise RuntimeError(f"quantize_dynamic left the LSTM unquantized (ops: {sorted(ops)})")
+        return quantized.SerializeToString()
+
+
 class Torch(Peer):
     """``torch.nn.LSTM`` (``nn.LSTMCell`` for a stream) under ``torch.inference_mode()``."""
     name = module = package = "torch"
+    dtype = "float32"     # of the module, its input and state; outputs are float32 NumPy
 
     def setup(self, threads):
         import torch
@@ -258,22 +303,23 @@ class Torch(Peer):
 
     def build(self, case):
         torch = self.torch
+        dtype = getattr(torch, self.dtype)
         w = case.workload
         state_dict = {k: torch.from_numpy(np.array(v)) for k, v in case.model.weights.items()}
         if w.stream:
             cell = torch.nn.LSTMCell(w.input_size, w.hidden_size)
             cell.load_state_dict({k[:-len("_l0")]: v for k, v in state_dict.items()})
-            cell.eval()
+            cell.to(dtype).eval()
             xs = _stream_inputs(case)
             next_x = itertools.cycle(xs).__next__
-            zeros = torch.zeros(w.batch, w.hidden_size)
+            zeros = torch.zeros(w.batch, w.hidden_size, dtype=dtype)
             state = [(zeros, zeros)]
 
             def step(x_t):
                 with torch.inference_mode():
-                    h, c = cell(torch.from_numpy(x_t), state[0])
+                    h, c = cell(torch.from_numpy(x_t).to(dtype), state[0])
                 state[0] = (h, c)
-                return h.numpy()
+                return h.float().numpy()
 
             def outputs():
                 state[0] = (zeros, zeros)
@@ -284,13 +330,13 @@ class Torch(Peer):
         lstm = torch.nn.LSTM(w.input_size, w.hidden_size, num_layers=w.num_layers,
                              bidirectional=w.bidirectional)
         lstm.load_state_dict(state_dict)
-        lstm.eval()
-        x = torch.from_numpy(np.ascontiguousarray(case.x.transpose(1, 0, 2)))   # (T, B, I)
+        lstm.to(dtype).eval()
+        x = torch.from_numpy(np.ascontiguousarray(case.x.transpose(1, 0, 2))).to(dtype)  # (T, B, I)
         T = x.shape[0]
         if case.lengths is None:
             def call():
                 with torch.inference_mode():
-                    return lstm(x)[0].numpy()
+                    return lstm(x)[0].float().numpy()
         else:
             from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
             lengths = torch.from_numpy(case.lengths.astype(np.int64))
@@ -299,9 +345,15 @@ class Torch(Peer):
                 with torch.inference_mode():
                     packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
                     y, _ = pad_packed_sequence(lstm(packed)[0], total_length=T)
-                    return y.numpy()
+                    return y.float().numpy()
 
         return Bound(call, lambda: call().transpose(1, 0, 2))
+
+
+class TorchBFloat16(Torch):
+    """``Torch`` with the module, its input and state in ``torch.bfloat16``."""
+    name = "torch-bf16"
+    dtype = "bfloat16"
 
 
 class TensorFlow(Peer):
@@ -456,3 +508,20 @@ def limit_blas_threads(threads):
 
 # fastlstm first: the others are checked against it.
 PEERS = {p.name: p for p in [FastLSTM(), OnnxRuntime(), Torch(), TensorFlow(), NumpyReference()]}
+
+PRECISIONS = ("int8", "bfloat16")
+# A precision's target peer (BENCH.md sets fastlstm's targets against it), and the float32 peers
+# whose fastest gives the speed-up over exact inference.
+TARGET_PEERS = {"int8": OnnxRuntimeInt8(), "bfloat16": TorchBFloat16()}
+FLOAT32_PEERS = {p.name: p for p in [FastLSTM("fastlstm-float32"), PEERS["onnxruntime"],
+                                     PEERS["torch"]]}
+
+
+def peers_for(precision="float32"):
+    """The peers of a run at a precision, by name, fastlstm first: at a reduced precision
+    "fastlstm" is ``fastlstm.quantize(model, precision)``, then the target peer and the float32
+    peers."""
+    if precision == "float32":
+        return PEERS
+    fast = FastLSTM(precision=precision)
+    return {p.name: p for p in [fast, TARGET_PEERS[precision], *FLOAT32_PEERS.values()]}

@@ -2,7 +2,8 @@
 
 Every peer gets the same weights (``fastlstm.LSTM(..., seed=0)``, PyTorch's default init) and
 the same float32 inputs, drawn from a seeded generator; lengths (varlen, stack) are uniform
-in 1..time from the same generator.
+in 1..time from the same generator. The reduced-precision error table adds a second init,
+"trained-like" (``trained_like``), and a long sequence (``LONG_SEQUENCE``).
 """
 from dataclasses import dataclass, replace
 
@@ -64,6 +65,15 @@ WORKLOADS = {w.name: w for w in [
              about="2 layers, bidirectional, with lengths"),
 ]}
 
+# What --precision times by default (BENCH.md's reduced-precision workloads).
+PRECISION_WORKLOADS = ("stream_step", "seq_latency", "batch", "large", "deepbench")
+
+# The error table's long sequence: seq_latency's shape over 1000 steps, time for an error the
+# state carries from step to step to build up.
+LONG_SEQUENCE = Workload("seq_long", 1, 1000, 128, 256, about="seq_latency over 1000 steps")
+
+INITS = ("pytorch", "trained-like")
+
 # Quick mode keeps every shape but shortens `large` (its float64 reference and slow peers
 # dominate the run otherwise).
 QUICK_OVERRIDES = {"large": {"time": 10}}
@@ -88,9 +98,36 @@ class Case:
     lengths: np.ndarray = None    # (batch,) int64 or None
 
 
-def make_case(w, seed=0):
+def trained_like(model):
+    """The model with weights scaled as a trained LSTM has them: every weight matrix 3x
+    (uniform in +-3/sqrt(H), std sqrt(3/H)), the biases PyTorch's plus 1 on the forget gate.
+
+    PyTorch's init leaves each gate's recurrent block with a spectral radius near
+    sqrt(H * 1/(3H)) = 0.58: the state, and any rounding error in it, fades within a few
+    steps. A trained LSTM carries memory: a recurrent gain above 1 (here sqrt(3) = 1.7),
+    pre-activations that reach into the gates' saturation, and forget gates held open by a
+    bias of 1 (Jozefowicz et al. 2015; Keras' unit_forget_bias, TF1's forget_bias=1.0), so an
+    error made at one step is still in c many steps later.
+    """
+    H = model.hidden_size
+    weights = {}
+    for name, value in model.weights.items():
+        value = np.array(value)
+        if name.startswith("weight_"):
+            value *= 3
+        elif name.startswith("bias_ih"):
+            value[H:2 * H] += 1       # gate order i, f, g, o
+        weights[name] = value
+    return fastlstm.LSTM.from_torch(weights, batch_first=True)
+
+
+def make_case(w, seed=0, init="pytorch"):
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITS)}")
     model = fastlstm.LSTM(w.input_size, w.hidden_size, num_layers=w.num_layers,
                           bidirectional=w.bidirectional, seed=seed)
+    if init == "trained-like":
+        model = trained_like(model)
     rng = np.random.default_rng(seed)
     if w.stream:
         x = rng.standard_normal((STREAM_STEPS, w.batch, w.input_size), dtype=np.float32)

@@ -75,6 +75,11 @@ typedef struct {
     const void *w_ih_q, *w_hh_q, *w_hr_q;          /* packed by fl_pack_q */
     const float *w_ih_scale, *w_hh_scale, *w_hr_scale;  /* int8: a scale per row */
     const int *w_ih_comp, *w_hh_comp, *w_hr_comp;   /* int8: 128 * each row's sum */
+    /* int8: W_ih in two parts, W_ih = w_ih_q * scale + w_ih_lo_q * lo_scale (the second the
+     * codes of what the first misses; NULL: one part), see FL_INPUT_PARTS */
+    const void *w_ih_lo_q;
+    const float *w_ih_lo_scale;
+    const int *w_ih_lo_comp;
 } fl_cell;
 
 /* How one direction of one layer runs over one batch: decided by fl_plan (fl_plan.c), the one

@@ -232,26 +232,28 @@ static inline float *qx_slot(const step_ctx *cx, int tid)
     return cx->s->qx + (cx->by_rows ? 0 : (size_t)tid * fl_qrows_floats(cx->p->precision, rows, cx->p->input_size));
 }
 
-/* out rows = quantized rows . W^T for `blocks` consecutive blocks of packed weights (M groups
- * of U units, Kp inputs) from the one at wq, like block_tiles: one call of the precision's
- * kernel for each row group (`parts` quantized rows a row: n_rows of them in qrows). The
- * first block's units start at j0, its row scales and sums at unit j0 of scale and comp;
- * the last block is `width` wide. */
+/* out rows (+)= quantized rows . W^T for `blocks` consecutive blocks of packed weights (M
+ * groups of U units, Kp inputs) from the one at wq, like block_tiles: one call of the
+ * precision's kernel for each row group. qrows holds n_rows quantized rows, x_step a row of
+ * out, of which the first `parts` are used (inputs in two parts, x_step = 2: both, or the
+ * first alone for W_ih's second part). The first block's units start at j0, its row scales
+ * and sums at unit j0 of scale and comp; the last block is `width` wide. */
 static void qblock_tiles(const step_ctx *cx, work_share w, int active, int M, const void *wq,
-                         int blocks, int Kp, int parts, float *qrows, size_t n_rows, float *out,
-                         int out_ld, int m_stride, int j0, int width, const float *scale,
-                         const int *comp)
+                         int blocks, int Kp, int parts, int x_step, int accumulate,
+                         float *qrows, size_t n_rows, float *out, int out_ld, int m_stride,
+                         int j0, int width, const float *scale, const int *comp)
 {
     const char *data = (const char *)qrows_data(qrows, n_rows);
     fl_qtile t;
     int g, r0, nb;
-    t.M = M, t.units = cx->simd->units, t.w = wq, t.Kp = Kp, t.x_ld = Kp, t.parts = parts;
+    t.M = M, t.units = cx->simd->units, t.w = wq, t.Kp = Kp, t.parts = parts;
+    t.x_ld = Kp * (x_step / parts), t.x_scale_step = x_step / parts, t.accumulate = accumulate;
     t.out_ld = out_ld, t.m_stride = m_stride, t.width = width;
     t.blocks = blocks, t.block_bytes = (size_t)Kp * M * t.units * cx->esize;
     t.w_scale = scale ? scale + j0 : NULL, t.w_comp = comp ? comp + j0 : NULL;
     for (g = -1; next_group(w, active, &g, &r0, &nb);) {
-        t.x = data + (size_t)r0 * parts * Kp * cx->esize;
-        t.x_scale = qrows_scales(qrows) + (size_t)r0 * parts;
+        t.x = data + (size_t)r0 * x_step * Kp * cx->esize;
+        t.x_scale = qrows_scales(qrows) + (size_t)r0 * x_step;
         t.nb = nb;
         t.out = out + (size_t)r0 * out_ld + j0;
         cx->qtile(&t);
@@ -312,7 +314,7 @@ static void gate_work_q(const step_ctx *cx, int step, int active, float *h_next,
         /* a lone row (a stream, a sequence): its blocks in one call */
         const int last = w.q1 * U < H ? U : H - (w.q1 - 1) * U;
         qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + w.q0 * hh_block, w.q1 - w.q0,
-                     cx->kp_out, 1, qh, (size_t)s->batch, s->pre, cx->ld_pre, H, w.q0 * U, last,
+                     cx->kp_out, 1, 1, 0, qh, (size_t)s->batch, s->pre, cx->ld_pre, H, w.q0 * U, last,
                      p->w_hh_scale, p->w_hh_comp);
         w.q1 = w.q0;   /* done: on to the update */
     }
@@ -320,11 +322,18 @@ static void gate_work_q(const step_ctx *cx, int step, int active, float *h_next,
         const int q = reverse ? w.q1 - 1 - (i - w.q0) : i;
         const int j0 = q * U, j1 = j0 + U < H ? j0 + U : H;
         for (g = -1; next_group(w, active, &g, &r0, &nb);) prefetch_rows(cx, step, r0, nb, j0);
-        if (cx->by_step)
+        if (cx->by_step) {
+            /* x_t . W_ih^T: both parts of x by W_ih's first part, then x's first by its second */
             qblock_tiles(cx, w, active, 4, (const char *)p->w_ih_q + q * ih_block, 1, cx->kp_in,
-                         FL_INPUT_PARTS, qx, (size_t)s->batch * FL_INPUT_PARTS, s->gx, cx->ld_gx,
-                         H, j0, j1 - j0, p->w_ih_scale, p->w_ih_comp);
-        qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + q * hh_block, 1, cx->kp_out, 1, qh,
+                         FL_INPUT_PARTS, FL_INPUT_PARTS, 0, qx, (size_t)s->batch * FL_INPUT_PARTS,
+                         s->gx, cx->ld_gx, H, j0, j1 - j0, p->w_ih_scale, p->w_ih_comp);
+            if (p->w_ih_lo_q)
+                qblock_tiles(cx, w, active, 4, (const char *)p->w_ih_lo_q + q * ih_block, 1,
+                             cx->kp_in, 1, FL_INPUT_PARTS, 1, qx,
+                             (size_t)s->batch * FL_INPUT_PARTS, s->gx, cx->ld_gx, H, j0, j1 - j0,
+                             p->w_ih_lo_scale, p->w_ih_lo_comp);
+        }
+        qblock_tiles(cx, w, active, 4, (const char *)p->w_hh_q + q * hh_block, 1, cx->kp_out, 1, 1, 0, qh,
                      (size_t)s->batch, s->pre, cx->ld_pre, H, j0, j1 - j0, p->w_hh_scale,
                      p->w_hh_comp);
     }
@@ -491,7 +500,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
         if (p->precision)
             qblock_tiles(cx, w, active, 1,
                          (const char *)p->w_hr_q + (size_t)q * cx->kp_hidden * U * cx->esize, 1,
-                         cx->kp_hidden, 1, qh_slot(cx, tid), (size_t)s->batch, h_next, O, 0, j0,
+                         cx->kp_hidden, 1, 1, 0, qh_slot(cx, tid), (size_t)s->batch, h_next, O, 0, j0,
                          j1 - j0, p->w_hr_scale, p->w_hr_comp);
         for (g = -1; next_group(w, active, &g, &r0, &nb);) {
             if (!p->precision)
@@ -657,21 +666,30 @@ static void input_tiles_q(const step_ctx *cx, const float *x, int x_ld, long row
     for (r = a; r < b; r++)
         quantize_rows(cx, x, (size_t)x_ld, (int)r, 1, I, Kp, P, s->qx, (size_t)rows * P);
     barrier(nth);   /* every row is quantized */
-    t.M = 4, t.units = U, t.Kp = Kp, t.x_ld = Kp, t.out_ld = G, t.m_stride = H, t.parts = P;
+    t.M = 4, t.units = U, t.Kp = Kp, t.out_ld = G, t.m_stride = H;
     t.blocks = 1, t.block_bytes = block_bytes;
     my_range(blocks * groups, tid, nth, &a, &b);
     for (task = a; task < b; task++) {
         const int q = (int)(task / groups), j0 = q * U;
         const long r0 = (task % groups) * R;
-        t.w = (const char *)p->w_ih_q + q * block_bytes;
         t.x = data + (size_t)r0 * P * Kp * cx->esize;
         t.x_scale = qrows_scales(s->qx) + r0 * P;
         t.nb = rows - r0 < R ? (int)(rows - r0) : R;
         t.out = s->gx + r0 * G + j0;
         t.width = j0 + U < H ? U : H - j0;
+        /* both parts of x by W_ih's first part, then x's first by its second part */
+        t.w = (const char *)p->w_ih_q + q * block_bytes;
+        t.parts = P, t.x_ld = Kp, t.x_scale_step = 1, t.accumulate = 0;
         t.w_scale = p->w_ih_scale ? p->w_ih_scale + j0 : NULL;
         t.w_comp = p->w_ih_comp ? p->w_ih_comp + j0 : NULL;
         cx->qtile(&t);
+        if (p->w_ih_lo_q) {
+            t.w = (const char *)p->w_ih_lo_q + q * block_bytes;
+            t.parts = 1, t.x_ld = P * Kp, t.x_scale_step = P, t.accumulate = 1;
+            t.w_scale = p->w_ih_lo_scale + j0;
+            t.w_comp = p->w_ih_lo_comp + j0;
+            cx->qtile(&t);
+        }
     }
 }
 

@@ -81,14 +81,17 @@ typedef void (*fl_fused_fn)(const fl_fused *f);
  *   bfloat16: v_p = sum_k w[k] * x_p[k] in float32, one chain a unit, each pair (k even, then
  *             k odd) added in that order by the widening kernels (products of two bfloat16
  *             are exact in float32); the native vdpbf16ps may round its pairs otherwise;
- * out = v_0, or v_0 + v_1 with two parts (x_p: output row r's rows r * parts + p). */
+ * out (+)= v_0, or v_0 + v_1 with two parts (x_p: output row r's rows r * parts + p); with
+ * `accumulate` the result is added to out's value (one rounding more). */
 typedef struct {
     int M, units;                 /* groups, and the units a block was packed with */
     const void *w; int Kp;        /* the block's packed weights; inputs, padded to `per` */
     const void *x; int x_ld;      /* nb * parts rows of Kp inputs (uint8 or bfloat16), x_ld
                                      apart: `parts` (1 or 2) rows for each output row */
-    const float *x_scale;         /* int8: the rows' scales */
+    const float *x_scale;         /* int8: the rows' scales, x row i's at i * x_scale_step */
+    int x_scale_step;
     int parts;
+    int accumulate;               /* out += the sums rather than out = */
     int nb;                       /* output rows: at most the table's rows */
     float *out; int out_ld; int m_stride; int width;
     int blocks;                   /* consecutive blocks, block_bytes apart in w, `units` apart

@@ -284,15 +284,17 @@ FL_AVX2 static FL_INLINE void int8_put(const fl_qtile *t, int r, size_t unit, in
                                        const __m256i *acc)
 {
     int32_t sums[2][8];
-    const float *xs = t->x_scale + (size_t)r * t->parts;
+    const float *xs = t->x_scale + (size_t)r * t->parts * t->x_scale_step;
     float *dst = t->out + (size_t)r * t->out_ld + unit;
     int u, part;
     for (part = 0; part < t->parts; part++) _mm256_storeu_si256((__m256i *)sums[part], acc[part]);
     for (u = 0; u < n; u++) {
         float v[2];
         for (part = 0; part < t->parts; part++)
-            v[part] = (float)(sums[part][u] - t->w_comp[unit + u]) * (xs[part] * t->w_scale[unit + u]);
-        dst[u] = t->parts == 2 ? v[0] + v[1] : v[0];
+            v[part] = (float)(sums[part][u] - t->w_comp[unit + u])
+                      * (xs[(size_t)part * t->x_scale_step] * t->w_scale[unit + u]);
+        v[0] = t->parts == 2 ? v[0] + v[1] : v[0];
+        dst[u] = t->accumulate ? dst[u] + v[0] : v[0];
     }
 }
 
@@ -359,10 +361,9 @@ FL_AVX2 static void bf16_block_avx2(const fl_qtile *t)
                 _mm256_storeu_ps(sums[0], acc[r * t->parts]);
                 if (t->parts == 2) {
                     _mm256_storeu_ps(sums[1], acc[r * 2 + 1]);
-                    for (u = 0; u < n; u++) dst[u] = sums[0][u] + sums[1][u];
-                } else {
-                    for (u = 0; u < n; u++) dst[u] = sums[0][u];
+                    for (u = 0; u < n; u++) sums[0][u] = sums[0][u] + sums[1][u];
                 }
+                for (u = 0; u < n; u++) dst[u] = t->accumulate ? dst[u] + sums[0][u] : sums[0][u];
             }
         }
 }

@@ -398,11 +398,16 @@ FL_VNNI static FL_INLINE void int8_pass(const int XR, const int G, const int P, 
                 const int xr = r * P + s;
                 const __m512i sum = SETS == 2 ? _mm512_add_epi32(acc[0][xr][g], acc[1][xr][g])
                                               : acc[0][xr][g];
-                const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(t->x_scale[xr]), ws);
+                const __m512 scale = _mm512_mul_ps(
+                    _mm512_set1_ps(t->x_scale[(size_t)xr * t->x_scale_step]), ws);
                 v[s] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sum, comp)), scale);
             }
-            _mm512_mask_storeu_ps(t->out + (size_t)r * t->out_ld + unit, n,
-                                  P == 2 ? _mm512_add_ps(v[0], v[1]) : v[0]);
+            {
+                float *dst = t->out + (size_t)r * t->out_ld + unit;
+                __m512 sum = P == 2 ? _mm512_add_ps(v[0], v[1]) : v[0];
+                if (t->accumulate) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(n, dst), sum);
+                _mm512_mask_storeu_ps(dst, n, sum);
+            }
         }
     }
 }
@@ -418,7 +423,7 @@ FL_VNNI static void int8_block_vnni(const fl_qtile *t)
         half.nb = (t->nb + 1) / 2;
         int8_block_vnni(&half);
         half.x = (const uint8_t *)t->x + (size_t)half.nb * 2 * t->x_ld;
-        half.x_scale = t->x_scale + half.nb * 2;
+        half.x_scale = t->x_scale + (size_t)half.nb * 2 * t->x_scale_step;
         half.out = t->out + (size_t)half.nb * t->out_ld;
         half.nb = t->nb - half.nb;
         int8_block_vnni(&half);
@@ -473,9 +478,12 @@ FL_BF16 static FL_INLINE void bf16_pass(const int XR, const int G, const int P, 
     for (r = 0; r < XR / P; r++)
 #pragma GCC unroll 4
         for (g = 0; g < G; g++)
-            _mm512_mask_storeu_ps(t->out + (size_t)r * t->out_ld + (size_t)(m0 + g) * t->m_stride,
-                                  n, P == 2 ? _mm512_add_ps(acc[2 * r][g], acc[2 * r + 1][g])
-                                            : acc[r][g]);
+        {
+            float *dst = t->out + (size_t)r * t->out_ld + (size_t)(m0 + g) * t->m_stride;
+            __m512 sum = P == 2 ? _mm512_add_ps(acc[2 * r][g], acc[2 * r + 1][g]) : acc[r][g];
+            if (t->accumulate) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(n, dst), sum);
+            _mm512_mask_storeu_ps(dst, n, sum);
+        }
 }
 
 FL_BF16 static void bf16_block_native(const fl_qtile *t)

@@ -85,9 +85,12 @@ static void int8_block_portable(const fl_qtile *t)
                     int32_t acc = 0;
                     for (kq = 0; kq < t->Kp / 4; kq++, w += (size_t)M * U * 4)
                         for (j = 0; j < 4; j++) acc += (int32_t)w[j] * (int32_t)x[kq * 4 + j];
-                    v[part] = (float)(acc - t->w_comp[unit]) * (t->x_scale[xrow] * t->w_scale[unit]);
+                    v[part] = (float)(acc - t->w_comp[unit])
+                              * (t->x_scale[xrow * t->x_scale_step] * t->w_scale[unit]);
                 }
-                t->out[(size_t)r * t->out_ld + unit] = t->parts == 2 ? v[0] + v[1] : v[0];
+                v[0] = t->parts == 2 ? v[0] + v[1] : v[0];
+                if (t->accumulate) v[0] = t->out[(size_t)r * t->out_ld + unit] + v[0];
+                t->out[(size_t)r * t->out_ld + unit] = v[0];
             }
 }
 
@@ -117,8 +120,9 @@ static void bf16_block_portable(const fl_qtile *t)
                     }
                     v[part] = acc;
                 }
-                t->out[(size_t)r * t->out_ld + (size_t)m * t->m_stride + u] =
-                    t->parts == 2 ? v[0] + v[1] : v[0];
+                v[0] = t->parts == 2 ? v[0] + v[1] : v[0];
+                if (t->accumulate) v[0] = t->out[(size_t)r * t->out_ld + (size_t)m * t->m_stride + u] + v[0];
+                t->out[(size_t)r * t->out_ld + (size_t)m * t->m_stride + u] = v[0];
             }
 }
 

@@ -50,6 +50,9 @@ cdef extern from "fastlstm.h" nogil:
         const int *w_ih_comp
         const int *w_hh_comp
         const int *w_hr_comp
+        const void *w_ih_lo_q
+        const float *w_ih_lo_scale
+        const int *w_ih_lo_comp
 
     ctypedef struct fl_run_plan:
         int by_step, single_row, by_tiles, compact, fused, threads, by_rows, ask_ahead
@@ -238,9 +241,9 @@ cdef class CellKernel:
                  gate_clip, cell_clip, proj_clip, bint input_forget, bint reverse=False,
                  str precision="float32", dict codes=None):
         """``codes`` (with int8 or bfloat16): per weight name (weight_ih, weight_hh, and
-        weight_hr with a projection) its (codes, scales): int8 codes with a float32 scale per
-        row, or bfloat16 bit patterns (uint16) with None; w_ih, w_hh and w_hr are then the
-        values they stand for."""
+        weight_hr with a projection; int8 also weight_ih_lo, W_ih's second part) its (codes,
+        scales): int8 codes with a float32 scale per row, or bfloat16 bit patterns (uint16)
+        with None; w_ih, w_hh and w_hr are then the values they stand for."""
         self.w_ih = np.ascontiguousarray(w_ih, dtype=np.float32)
         self.w_hh = np.ascontiguousarray(w_hh, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -301,6 +304,8 @@ cdef class CellKernel:
         cdef int prec = PRECISION_CODES[precision]
         cdef int I = self.input_size, H = self.hidden_size, O = self.output_size
         want = {"weight_ih": (4, H, I), "weight_hh": (4, H, O)}
+        if prec == FL_PREC_INT8:
+            want["weight_ih_lo"] = (4, H, I)
         if self.w_hr is not None:
             want["weight_hr"] = (1, O, H)
         if set(codes) != set(want):
@@ -338,6 +343,9 @@ cdef class CellKernel:
             if self.w_hr is not None:
                 self.cell.w_hr_scale = <const float *>cnp.PyArray_DATA(self.quantized["weight_hr"][1])
                 self.cell.w_hr_comp = <const int *>cnp.PyArray_DATA(self.quantized["weight_hr"][2])
+            self.cell.w_ih_lo_q = cnp.PyArray_DATA(self.quantized["weight_ih_lo"][0])
+            self.cell.w_ih_lo_scale = <const float *>cnp.PyArray_DATA(self.quantized["weight_ih_lo"][1])
+            self.cell.w_ih_lo_comp = <const int *>cnp.PyArray_DATA(self.quantized["weight_ih_lo"][2])
 
 
 
@@ -802,7 +810,9 @@ cdef extern from "fl_simd.h" nogil:
         const void *x
         int x_ld
         const float *x_scale
+        int x_scale_step
         int parts
+        int accumulate
         int nb
         float *out
         int out_ld, m_stride, width
@@ -1021,7 +1031,8 @@ def _quantize_rows_for_test(str precision, const float[:, ::1] x, int parts=1, s
 
 def _qtile_for_test(str isa, str precision, int variant, int M, codes, int K, x_codes,
                     const float[::1] x_scale, float[:, ::1] out, int m_stride, int width,
-                    const float[::1] w_scale=None, const int[::1] w_comp=None, int parts=1):
+                    const float[::1] w_scale=None, const int[::1] w_comp=None, int parts=1,
+                    bint accumulate=False):
     """Test hook: the table's `variant`-th product kernel of `precision` (see
     _qkernels_for_test) on one block: codes (M*units, K) int8 or uint16 rows (one block of
     the table's units), packed here; x_codes (nb, padded K) from _quantize_rows_for_test;
@@ -1054,6 +1065,7 @@ def _qtile_for_test(str isa, str precision, int variant, int M, codes, int K, x_
     xc = np.ascontiguousarray(x_codes)
     q.M, q.units, q.w, q.Kp = M, t.units, cnp.PyArray_DATA(packed), Kp
     q.x, q.x_ld, q.nb, q.parts = cnp.PyArray_DATA(xc), Kp, nb, parts
+    q.x_scale_step, q.accumulate = 1, accumulate
     q.x_scale = &x_scale[0] if x_scale is not None and x_scale.shape[0] else NULL
     q.out, q.out_ld, q.m_stride, q.width = &out[0, 0], <int>out.shape[1], m_stride, width
     q.blocks, q.block_bytes = 1, 0

@@ -22,7 +22,8 @@ and is always opened with ``allow_pickle=False``, so loading never executes code
   layouts: ``weight_ih_l0``, ``bias_hh_l1_reverse``, ...; no ``_l{k}`` for an LSTMCell).
 - in a quantized model (``fastlstm.quantize``), each of ``weight_ih``, ``weight_hh`` and
   ``weight_hr`` holds its codes instead: int8 with a float32 ``{name}_scale`` (one scale per
-  row, e.g. ``weight_ih_l0_scale``) beside it, or bfloat16 bit patterns as uint16 (see ``fastlstm.precision``). Such files
+  row, e.g. ``weight_ih_l0_scale``) beside it, and W_ih's second part as ``weight_ih_lo_l0``
+  with ``weight_ih_lo_l0_scale``, or bfloat16 bit patterns as uint16 (see ``fastlstm.precision``). Such files
   have version 2, which versions that read only version 1 refuse rather than misread.
 - with ``initial_state``, the state the model holds (``LSTM.initial_state``): ``initial_h_{k}``
   and ``initial_c_{k}``, one (batch, width) array per (layer, direction) k.
@@ -174,28 +175,33 @@ def _layers(config, files):
             raise _Bad(f"its config for layer {k} is invalid: {exc}") from None
         shapes = Layer(input_size, hidden_size, options, ()).expected_shapes()
         precision = config.get("precision", "float32")
+        # the coded weights, each with its shape (a second part has its first's)
+        coded_shapes = {} if precision == "float32" else {
+            n: shapes[prec.SECOND_PART.get(n, n)]
+            for n in prec.QUANTIZED + (tuple(prec.SECOND_PART) if precision == "int8" else ())
+            if prec.SECOND_PART.get(n, n) in shapes}
         dirs, codes = [], []
         for d in range(D):
             suffix = ("" if cell else f"_l{k}") + ("_reverse" if d else "")
-            names = [n + suffix for n in shapes]
+            names = [n + suffix for n in shapes] + [n + suffix for n in coded_shapes
+                                                     if n not in shapes]
             if precision == "int8":
-                names += [n + suffix + "_scale" for n in prec.QUANTIZED if n in shapes]
+                names += [n + suffix + "_scale" for n in coded_shapes]
             missing = [n for n in names if n not in files]
             if missing:
                 raise _Bad(f"it lacks the weights {missing}")
             params = {n: files[n + suffix] for n in shapes}
             used.update(names)
             coded = {}
-            if precision != "float32":
-                try:
-                    for n in prec.QUANTIZED:
-                        if n in shapes:
-                            coded[n] = prec.check_codes(
-                                precision, n + suffix, params[n], files.get(n + suffix + "_scale"),
-                                shapes[n], "its")
-                            params[n] = prec.values(precision, *coded[n])
-                except ValueError as exc:
-                    raise _Bad(str(exc)) from None
+            try:
+                for n, shape in coded_shapes.items():
+                    coded[n] = prec.check_codes(precision, n + suffix, files[n + suffix],
+                                                files.get(n + suffix + "_scale"), shape, "its")
+                for n in coded:
+                    if n in shapes:
+                        params[n] = prec.weight_values(precision, coded, n)
+            except ValueError as exc:
+                raise _Bad(str(exc)) from None
             dirs.append(params)
             codes.append(coded)
         try:

@@ -17,7 +17,7 @@ from . import io
 from ._checks import (check_bool, check_int, check_memory, check_shape, float_array,
                       lengths_array)
 from ._engine import Engine
-from .precision import check_precision, quantize_layer, with_codes
+from .precision import SECOND_PART, check_precision, quantize_layer, with_codes
 from .precision import unpickle_codes as precision_codes
 from ._spec import CellOptions, Layer, check_sizes, init_params, make_layer
 from ._typing import Array, ArrayLike, CellState, PathLike, State, StateArray
@@ -170,7 +170,8 @@ class _Stack:
             if state["format"] == self._PICKLE_FORMAT_QUANTIZED:
                 precision = check_precision(state.get("precision"), "pickled precision")
                 shapes = layer.expected_shapes()
-                codes = [{name: precision_codes(precision, name, shapes.get(name), raw_code,
+                codes = [{name: precision_codes(precision, name,
+                                                shapes.get(SECOND_PART.get(name, name)), raw_code,
                                                 f"pickled layer {k}")
                           for name, raw_code in coded.items()}
                          for coded in state["codes"][k]]

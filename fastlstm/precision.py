@@ -25,6 +25,8 @@ import numpy as np
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 QUANTIZED = ("weight_ih", "weight_hh", "weight_hr")
+# int8 keeps W_ih in two parts: "weight_ih" and, of what it misses, "weight_ih_lo"
+SECOND_PART = {"weight_ih_lo": "weight_ih"}
 
 
 def check_precision(precision, name="precision"):
@@ -54,6 +56,16 @@ def values(precision, codes, scales):
     if precision == "int8":
         return (codes.astype(np.float32) * scales[:, None]).astype(np.float32)
     return (codes.astype(np.uint32) << 16).view(np.float32)
+
+
+def weight_values(precision, coded, name):
+    """The float32 values of weight `name` in a direction's codes (both parts when it has a
+    second)."""
+    first = values(precision, *coded[name])
+    for second, of in SECOND_PART.items():
+        if of == name and second in coded:
+            first = (first + values(precision, *coded[second])).astype(np.float32)
+    return first
 
 
 def check_codes(precision, name, codes, scales, shape, where):
@@ -92,10 +104,11 @@ def with_codes(layer, precision, codes):
     directions = []
     for params, coded in zip(layer.directions, codes):
         params = dict(params)
-        for name, (c, s) in coded.items():
-            arr = values(precision, c, s)
-            arr.flags.writeable = False
-            params[name] = arr
+        for name in coded:
+            if name in QUANTIZED:
+                arr = weight_values(precision, coded, name)
+                arr.flags.writeable = False
+                params[name] = arr
         directions.append(params)
     return replace(layer, directions=tuple(directions), precision=precision, codes=tuple(codes))
 
@@ -117,17 +130,21 @@ def quantize_layer(layer, precision):
                     c, s = int8_codes(w)
                 else:
                     c, s = bf16_codes(w), None
-                for a in (c, s):
-                    if a is not None:
-                        a.flags.writeable = False
                 coded[name] = (c, s)
+                if precision == "int8" and name in SECOND_PART.values():
+                    second = next(k for k, v in SECOND_PART.items() if v == name)
+                    coded[second] = int8_codes(w - values("int8", c, s))
+        for c, s in coded.values():
+            for a in (c, s):
+                if a is not None:
+                    a.flags.writeable = False
         codes.append(coded)
     return with_codes(layer, precision, codes)
 
 
 def unpickle_codes(precision, name, shape, raw, where):
     """A pickled (shape, dtype, codes bytes, scales bytes) back to checked (codes, scales)."""
-    if name not in QUANTIZED or shape is None:
+    if (name not in QUANTIZED and name not in SECOND_PART) or shape is None:
         raise ValueError(f"{where}: {name!r} is not a quantized weight of the layer")
     code_shape, dtype, data, scale_data = raw
     if dtype not in ("|i1", "<u2"):

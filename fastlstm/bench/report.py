@@ -384,7 +384,7 @@ and adds 1 to the forget-gate bias, as a trained LSTM has them: under PyTorch's 
 recurrent block has a spectral radius near 0.58, so the state (and any rounding error in it) fades
 within a few steps; at 3x it is near 1.7, pre-activations reach into the gates' saturation and
 forget gates held open carry an error forward. seq_long is seq_latency's shape over 1000 steps.
-The error target holds on every row."""
+The error target is checked on every row."""
 
 
 METHOD = """\

@@ -143,9 +143,21 @@ def test_product_kernel(isa, precision, variant, name, K):
                     for m in range(M):
                         ws[m * m_stride:m * m_stride + width] = w_scale[m * U:m * U + width]
                         wc[m * m_stride:m * m_stride + width] = w_comp[m * U:m * U + width]
+                accumulate = parts == 1 and M == 4   # out += the sums, onto what out holds
+                before = out.copy()
+                if accumulate:
+                    for m in range(M):
+                        out[:, m * m_stride:m * m_stride + width] = rng.standard_normal(
+                            (nb, width)).astype(np.float32)
+                    before = out.copy()
                 _core._qtile_for_test(isa, precision, variant, M, codes, K, x_codes, x_scale,
-                                      out, m_stride, width, ws, wc, parts)
+                                      out, m_stride, width, ws, wc, parts, accumulate)
                 want = expected(precision, codes, x_codes, x_scale, w_scale, w_comp, parts, K)
+                if accumulate:
+                    for m in range(M):
+                        want[:, m * U:m * U + width] = (
+                            before[:, m * m_stride:m * m_stride + width]
+                            + want[:, m * U:m * U + width]).astype(np.float32)
                 for m in range(M):
                     got = out[:, m * m_stride:m * m_stride + width]
                     ref = want[:, m * U:m * U + width]

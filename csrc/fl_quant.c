@@ -111,39 +111,41 @@ static void int8_row(const float *x, const uint8_t *hi, float hi_scale, int K, i
     for (; k < Kp; k++) q[k] = 128;
 }
 
+/* One row of x (K inputs) into `parts` quantized rows of Kp at out, their scales at scales. */
+void fl_quantize_row_c(int precision, const float *x, int K, int Kp, int parts, void *out,
+                       float *scales)
+{
+    int k;
+    if (precision == FL_PREC_INT8) {
+        uint8_t *q = (uint8_t *)out;
+        int8_row(x, NULL, 0.0f, K, Kp, q, scales);
+        if (parts == 2) int8_row(x, q, scales[0], K, Kp, q + Kp, scales + 1);
+        return;
+    }
+    {
+        uint16_t *q = (uint16_t *)out;
+        for (k = 0; k < K; k++) q[k] = to_bf16(x[k]);
+        for (; k < Kp; k++) q[k] = 0;
+        scales[0] = 1.0f;
+        if (parts == 2) {
+            /* x - hi is exact in float32 */
+            for (k = 0; k < K; k++) q[Kp + k] = to_bf16(x[k] - bf16_value(q[k]));
+            for (; k < Kp; k++) q[Kp + k] = 0;
+            scales[1] = 1.0f;
+        }
+    }
+}
+
 void fl_quantize_rows(int precision, const float *x, size_t x_ld, int rows, int K, int parts,
                       void *out, float *scales)
 {
-    const fl_simd_table *simd = fl_simd();
-    if (simd->quantize_rows) simd->quantize_rows(precision, x, x_ld, rows, K, parts, out, scales);
-    else fl_quantize_rows_c(precision, x, x_ld, rows, K, parts, out, scales);
-}
-
-void fl_quantize_rows_c(int precision, const float *x, size_t x_ld, int rows, int K, int parts,
-                        void *out, float *scales)
-{
+    const fl_qrow_fn row = fl_simd()->quantize_row ? fl_simd()->quantize_row : fl_quantize_row_c;
     const int Kp = fl_padded_k(precision, K);
-    int r, k;
-    for (r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * x_ld;
-        const size_t at = (size_t)r * parts;
-        if (precision == FL_PREC_INT8) {
-            uint8_t *q = (uint8_t *)out + at * Kp;
-            int8_row(xr, NULL, 0.0f, K, Kp, q, scales + at);
-            if (parts == 2) int8_row(xr, q, scales[at], K, Kp, q + Kp, scales + at + 1);
-        } else {
-            uint16_t *q = (uint16_t *)out + at * Kp;
-            for (k = 0; k < K; k++) q[k] = to_bf16(xr[k]);
-            for (; k < Kp; k++) q[k] = 0;
-            if (parts == 2) {
-                /* x - hi is exact in float32 */
-                for (k = 0; k < K; k++) q[Kp + k] = to_bf16(xr[k] - bf16_value(q[k]));
-                for (; k < Kp; k++) q[Kp + k] = 0;
-            }
-            scales[at] = 1.0f;
-            if (parts == 2) scales[at + 1] = 1.0f;
-        }
-    }
+    const size_t row_bytes = (size_t)Kp * (precision == FL_PREC_INT8 ? 1 : 2);
+    int r;
+    for (r = 0; r < rows; r++)
+        row(precision, x + (size_t)r * x_ld, K, Kp, parts,
+            (char *)out + (size_t)r * parts * row_bytes, scales + (size_t)r * parts);
 }
 
 size_t fl_qrows_floats(int precision, size_t rows, int K)

@@ -103,12 +103,12 @@ typedef struct {
 
 typedef void (*fl_qtile_fn)(const fl_qtile *t);
 
-/* fl_quantize_rows (fastlstm.h): a table's own version gives the same bytes and scales as
- * the plain C one. */
-typedef void (*fl_qrows_fn)(int precision, const float *x, size_t x_ld, int rows, int K,
-                            int parts, void *out, float *scales);
-void fl_quantize_rows_c(int precision, const float *x, size_t x_ld, int rows, int K, int parts,
-                        void *out, float *scales);
+/* One row of fl_quantize_rows (fastlstm.h): K inputs into `parts` rows of Kp at out and their
+ * scales. A table's own version gives the same bytes and scales as the plain C one. */
+typedef void (*fl_qrow_fn)(int precision, const float *x, int K, int Kp, int parts, void *out,
+                           float *scales);
+void fl_quantize_row_c(int precision, const float *x, int K, int Kp, int parts, void *out,
+                       float *scales);
 
 /* One reduced-precision product kernel, and whether this CPU runs it. */
 typedef struct {
@@ -131,7 +131,7 @@ typedef struct {
     /* per precision (FL_PREC_INT8, FL_PREC_BF16), the kernels best first, ending with one
      * every CPU of this table runs; the first usable is taken (fl_qtile_kernel) */
     const fl_qkernel *quantized[FL_PRECISIONS];
-    fl_qrows_fn quantize_rows;   /* NULL: fl_quantize_rows' plain C */
+    fl_qrow_fn quantize_row;     /* NULL: fl_quantize_row_c */
 } fl_simd_table;
 
 /* The table of this process: the widest this CPU runs, capped by FASTLSTM_SIMD. */

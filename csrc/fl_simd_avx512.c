@@ -567,52 +567,47 @@ FL_AVX512BW static FL_INLINE __m256i bf16_16(__m512 v)
     return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
 }
 
-FL_AVX512BW static void quantize_rows_bw(int precision, const float *x, size_t x_ld, int rows,
-                                           int K, int parts, void *out, float *scales)
+FL_AVX512BW static void quantize_row_bw(int precision, const float *x, int K, int Kp, int parts,
+                                         void *out, float *scales)
 {
-    const int Kp = precision == FL_PREC_INT8 ? (K + 3) / 4 * 4 : (K + 1) / 2 * 2;
-    int r, k;
-    for (r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * x_ld;
-        const size_t at = (size_t)r * parts;
-        if (precision == FL_PREC_INT8) {
-            uint8_t *q = (uint8_t *)out + at * Kp;
-            int8_row_avx512(xr, NULL, 0.0f, K, Kp, q, scales + at);
-            if (parts == 2) int8_row_avx512(xr, q, scales[at], K, Kp, q + Kp, scales + at + 1);
-            continue;
-        }
-        {
-            uint16_t *q = (uint16_t *)out + at * Kp;
-            for (k = 0; k < K; k += 16) {
-                const __mmask16 n = lanes(K - k);
-                const __m512 v = _mm512_maskz_loadu_ps(n, xr + k);
-                const __m256i hi = bf16_16(v);
-                _mm256_mask_storeu_epi16(q + k, n, hi);
-                if (parts == 2) {
-                    const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
-                    _mm256_mask_storeu_epi16(q + Kp + k, n, bf16_16(_mm512_sub_ps(v, back)));
-                }
+    int k;
+    if (precision == FL_PREC_INT8) {
+        uint8_t *q = (uint8_t *)out;
+        int8_row_avx512(x, NULL, 0.0f, K, Kp, q, scales);
+        if (parts == 2) int8_row_avx512(x, q, scales[0], K, Kp, q + Kp, scales + 1);
+        return;
+    }
+    {
+        uint16_t *q = (uint16_t *)out;
+        for (k = 0; k < K; k += 16) {
+            const __mmask16 n = lanes(K - k);
+            const __m512 v = _mm512_maskz_loadu_ps(n, x + k);
+            const __m256i hi = bf16_16(v);
+            _mm256_mask_storeu_epi16(q + k, n, hi);
+            if (parts == 2) {
+                const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+                _mm256_mask_storeu_epi16(q + Kp + k, n, bf16_16(_mm512_sub_ps(v, back)));
             }
-            for (k = K; k < Kp; k++) {
-                q[k] = 0;
-                if (parts == 2) q[Kp + k] = 0;
-            }
-            scales[at] = 1.0f;
-            if (parts == 2) scales[at + 1] = 1.0f;
         }
+        for (k = K; k < Kp; k++) {
+            q[k] = 0;
+            if (parts == 2) q[Kp + k] = 0;
+        }
+        scales[0] = 1.0f;
+        if (parts == 2) scales[1] = 1.0f;
     }
 }
 
-static void quantize_rows_avx512(int precision, const float *x, size_t x_ld, int rows, int K,
-                                 int parts, void *out, float *scales)
+static void quantize_row_avx512(int precision, const float *x, int K, int Kp, int parts,
+                                void *out, float *scales)
 {
     static int has_bw = -1;
     if (has_bw < 0) {
         __builtin_cpu_init();
         has_bw = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     }
-    if (has_bw) quantize_rows_bw(precision, x, x_ld, rows, K, parts, out, scales);
-    else fl_quantize_rows_c(precision, x, x_ld, rows, K, parts, out, scales);
+    if (has_bw) quantize_row_bw(precision, x, K, Kp, parts, out, scales);
+    else fl_quantize_row_c(precision, x, K, Kp, parts, out, scales);
 }
 
 FL_VNNI static void qtile_int8_vnni(const fl_qtile *t) { fl_qtile_each_block(t, int8_block_vnni); }
@@ -641,5 +636,5 @@ static const fl_qkernel bf16_avx512[] = {
 const fl_simd_table fl_simd_avx512 = {tile_avx512, pair_avx512, fl_sigmoid_avx2, fl_tanh_avx2,
                                       standard_cell_avx512, gates_cell_avx512,
                                       FL_TILE_ROWS_MAX, 16, 1, "avx512",
-                                      {NULL, int8_avx512, bf16_avx512}, quantize_rows_avx512};
+                                      {NULL, int8_avx512, bf16_avx512}, quantize_row_avx512};
 #endif

@@ -827,8 +827,8 @@ cdef extern from "fl_simd.h" nogil:
         fl_qtile_fn tile
         const char *name
 
-    ctypedef void (*fl_qrows_fn)(int, const float *, size_t, int, int, int, void *,
-                                 float *) noexcept nogil
+    ctypedef void (*fl_qrow_fn)(int, const float *, int, int, int, void *,
+                                float *) noexcept nogil
 
     ctypedef struct fl_simd_table:
         fl_tile_fn tile
@@ -841,12 +841,12 @@ cdef extern from "fl_simd.h" nogil:
         int units
         int project_by_tiles
         const char *name
-        fl_qrows_fn quantize_rows
+        fl_qrow_fn quantize_row
 
     const fl_simd_table *fl_simd_usable(int i)
     const fl_simd_table *fl_simd()
-    void fl_quantize_rows_c(int precision, const float *x, size_t x_ld, int rows, int K,
-                            int parts, void *out, float *scales)
+    void fl_quantize_row_c(int precision, const float *x, int K, int Kp, int parts, void *out,
+                           float *scales)
     const fl_qkernel *fl_qtile_kernel(const fl_simd_table *table, int precision, int i)
 
     enum:
@@ -1019,13 +1019,17 @@ def _quantize_rows_for_test(str precision, const float[:, ::1] x, int parts=1, s
     cdef float[::1] sc = scales
     cdef void *out = cnp.PyArray_DATA(<cnp.ndarray>codes)
     cdef const fl_simd_table *t = NULL if isa is None else _table_for_test(isa)
+    cdef fl_qrow_fn row = fl_quantize_row_c
+    cdef int r, esize = 1 if prec == FL_PREC_INT8 else 2
+    if t != NULL and t.quantize_row != NULL:
+        row = t.quantize_row
     with nogil:
         if t == NULL:
             fl_quantize_rows(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
-        elif t.quantize_rows != NULL:
-            t.quantize_rows(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
         else:
-            fl_quantize_rows_c(prec, &x[0, 0], <size_t>x.shape[1], rows, K, parts, out, &sc[0])
+            for r in range(rows):
+                row(prec, &x[r, 0], K, Kp, parts, <char *>out + <size_t>r * parts * Kp * esize,
+                    &sc[r * parts])
     return codes, scales
 
 

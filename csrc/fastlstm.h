@@ -11,8 +11,9 @@
  *
  * Sources: fl_plan.c (fl_plan: every decision of a run and its buffer sizes), fl_run.c
  * (fl_run_sequence: input projection, time loop, scheduler), fl_cell.c (the cell math),
- * fl_pack.c (weight packing), fl_simd_dispatch.c (the choice of kernel table) and one
- * fl_simd_<isa>.c per instruction set; fl_tuning.h holds every threshold.
+ * fl_pack.c (weight packing), fl_quant.c (reduced precision: packing codes, quantizing rows),
+ * fl_simd_dispatch.c (the choice of kernel table) and one fl_simd_<isa>.c per instruction
+ * set; fl_tuning.h holds every threshold.
  */
 #ifndef FASTLSTM_H
 #define FASTLSTM_H

@@ -165,7 +165,7 @@ int fl_padded_k(int precision, int K);
 void fl_quantize_rows(int precision, const float *x, size_t x_ld, int rows, int K, int parts,
                       void *out, float *scales);
 /* Floats a buffer of `rows` quantized rows of K inputs takes (scales, then rows); one thread's
- * buffer of a batch's quantized h rows (and hfull's, which reuse it). */
+ * buffer of a batch's quantized h rows and, with a projection, hfull's after them. */
 size_t fl_qrows_floats(int precision, size_t rows, int K);
 size_t fl_qh_slot_floats(const fl_cell *p, int batch);
 

@@ -157,6 +157,8 @@ size_t fl_qrows_floats(int precision, size_t rows, int K)
 
 size_t fl_qh_slot_floats(const fl_cell *p, int batch)
 {
-    const int K = p->w_hr && p->hidden_size > p->output_size ? p->hidden_size : p->output_size;
-    return fl_qrows_floats(p->precision, (size_t)batch, K);
+    /* h's rows, then hfull's (with a projection): apart, since threads that own rows write
+     * hfull's while others still read h's */
+    return fl_qrows_floats(p->precision, (size_t)batch, p->output_size)
+           + (p->w_hr ? fl_qrows_floats(p->precision, (size_t)batch, p->hidden_size) : 0);
 }

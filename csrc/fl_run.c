@@ -225,6 +225,13 @@ static inline float *qh_slot(const step_ctx *cx, int tid)
     return cx->s->qh + (cx->by_rows ? 0 : (size_t)tid * cx->qh_slot);
 }
 
+/* hfull's quantized rows (a projection's inputs): after h's in the same slot */
+static inline float *qhfull_slot(const step_ctx *cx, int tid)
+{
+    return qh_slot(cx, tid) + fl_qrows_floats(cx->p->precision, (size_t)cx->s->batch,
+                                              cx->p->output_size);
+}
+
 /* The same for the inputs projected step by step: FL_INPUT_PARTS rows a row of the batch. */
 static inline float *qx_slot(const step_ctx *cx, int tid)
 {
@@ -491,7 +498,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
         work_share mine = w;
         if (!cx->by_rows) mine.owner = 0, mine.owner_nth = 1;
         for (g = -1; next_group(mine, active, &g, &r0, &nb);)
-            quantize_rows(cx, s->hfull, (size_t)H, r0, nb, H, cx->kp_hidden, 1, qh_slot(cx, tid),
+            quantize_rows(cx, s->hfull, (size_t)H, r0, nb, H, cx->kp_hidden, 1, qhfull_slot(cx, tid),
                           (size_t)s->batch);
     }
     for (q = w.q0; q < w.q1; q++) {
@@ -500,7 +507,7 @@ static void projection_work(const step_ctx *cx, int step, int active, float *h_n
         if (p->precision)
             qblock_tiles(cx, w, active, 1,
                          (const char *)p->w_hr_q + (size_t)q * cx->kp_hidden * U * cx->esize, 1,
-                         cx->kp_hidden, 1, 1, 0, qh_slot(cx, tid), (size_t)s->batch, h_next, O, 0, j0,
+                         cx->kp_hidden, 1, 1, 0, qhfull_slot(cx, tid), (size_t)s->batch, h_next, O, 0, j0,
                          j1 - j0, p->w_hr_scale, p->w_hr_comp);
         for (g = -1; next_group(w, active, &g, &r0, &nb);) {
             if (!p->precision)

@@ -138,6 +138,26 @@ def test_same_bits_for_any_threads_batch_and_door(precision):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
+def test_projection_rows_owned_by_threads(precision):
+    """With a projection, 2 threads cut by rows (a batch of 16 rows or more): each thread
+    quantizes its rows of hfull while the other still reads its rows of h. Repeated calls give
+    the bits of one thread every time (a shared buffer for both once raced here)."""
+    q = fastlstm.quantize(fastlstm.LSTM(40, 70, proj_size=30, seed=23), precision)
+    x = inputs((20, 5, 40), seed=24)
+    before = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(1)
+        one = q(x)[0]
+        fastlstm.set_num_threads(2)
+        runs = [q(x)[0] for _ in range(12)]
+    finally:
+        fastlstm.set_num_threads(before)
+    assert all(np.array_equal(y, one) for y in runs)
+    ref = reference.run(fastlstm.LSTM(40, 70, proj_size=30, seed=23), x)[0]
+    assert errors(one, ref)[0] <= BOUNDS[precision, "pytorch"][0]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_pickle_save_load_same_bits(precision, tmp_path):
     model = fastlstm.LSTM(20, 30, num_layers=2, bidirectional=True, proj_size=12, seed=13)
     q = fastlstm.quantize(model, precision)

@@ -301,30 +301,50 @@ FL_AVX2 static FL_INLINE void int8_put(const fl_qtile *t, int r, size_t unit, in
 /* int8: each 32-bit lane holds 4 weights of a unit; the even and the odd bytes widen to 16
  * bits (weights signed, inputs unsigned) and vpmaddwd adds their products in pairs, exactly
  * in int32: the same sums as vpdpbusd. */
+/* The sums of XR (<= 6, a compile-time constant after inlining: accumulators in registers)
+ * rows of inputs from row xr0 for 8 units, weights from w0, `stride` bytes an input group. */
+FL_AVX2 static FL_INLINE void int8_sums_avx2(const int XR, const fl_qtile *t, const int8_t *w0,
+                                             size_t stride, int xr0, __m256i *out)
+{
+    const __m256i low_bytes = _mm256_set1_epi16(0x00ff);
+    __m256i acc[6];
+    int r, kq;
+#pragma GCC unroll 6
+    for (r = 0; r < XR; r++) acc[r] = _mm256_setzero_si256();
+    for (kq = 0; kq < t->Kp / 4; kq++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kq * stride));
+        const __m256i w_even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
+        const __m256i w_odd = _mm256_srai_epi16(w, 8);
+#pragma GCC unroll 6
+        for (r = 0; r < XR; r++) {
+            int32_t four;
+            __m256i x;
+            memcpy(&four, (const uint8_t *)t->x + (size_t)(xr0 + r) * t->x_ld + (size_t)kq * 4, 4);
+            x = _mm256_set1_epi32(four);
+            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w_even, _mm256_and_si256(x, low_bytes)));
+            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w_odd, _mm256_srli_epi16(x, 8)));
+        }
+    }
+#pragma GCC unroll 6
+    for (r = 0; r < XR; r++) out[r] = acc[r];
+}
+
 FL_AVX2 static void int8_block_avx2(const fl_qtile *t)
 {
-    const int U = t->units, M = t->M, nb = t->nb * t->parts, K4 = t->Kp / 4;
-    const __m256i low_bytes = _mm256_set1_epi16(0x00ff);
-    int m, half, r, kq;
+    const int U = t->units, M = t->M, rows = t->nb * t->parts;
+    const size_t stride = (size_t)M * U * 4;
+    int m, half, r, xr0, nb;
     for (m = 0; m < M; m++)
         for (half = 0; half * 8 < t->width; half++) {
             const int8_t *w0 = (const int8_t *)t->w + ((size_t)m * U + half * 8) * 4;
             const size_t unit = (size_t)m * t->m_stride + half * 8;
             const int n = t->width - half * 8 < 8 ? t->width - half * 8 : 8;
             __m256i acc[2 * FL_TILE_ROWS_MAX];
-            for (r = 0; r < nb; r++) acc[r] = _mm256_setzero_si256();
-            for (kq = 0; kq < K4; kq++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kq * M * U * 4));
-                const __m256i w_even = _mm256_srai_epi16(_mm256_slli_epi16(w, 8), 8);
-                const __m256i w_odd = _mm256_srai_epi16(w, 8);
-                for (r = 0; r < nb; r++) {
-                    int32_t four;
-                    __m256i x;
-                    memcpy(&four, (const uint8_t *)t->x + (size_t)r * t->x_ld + (size_t)kq * 4, 4);
-                    x = _mm256_set1_epi32(four);
-                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w_even, _mm256_and_si256(x, low_bytes)));
-                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w_odd, _mm256_srli_epi16(x, 8)));
-                }
+            for (xr0 = 0; xr0 < rows; xr0 += 6) {
+                nb = rows - xr0 < 6 ? rows - xr0 : 6;
+#define FL_SUMS(NB) int8_sums_avx2(NB, t, w0, stride, xr0, acc + xr0)
+                FL_ROWS_CASES(FL_SUMS)
+#undef FL_SUMS
             }
             for (r = 0; r < t->nb; r++) int8_put(t, r, unit, n, acc + r * t->parts);
         }
@@ -332,28 +352,46 @@ FL_AVX2 static void int8_block_avx2(const fl_qtile *t)
 
 /* bfloat16: each 32-bit lane holds a unit's weights for inputs k (low half) and k + 1; a
  * bfloat16 is the top half of a float32, so widening is a shift or a mask. */
+FL_AVX2 static FL_INLINE void bf16_sums_avx2(const int XR, const fl_qtile *t, const uint16_t *w0,
+                                             size_t stride, int xr0, __m256 *out)
+{
+    const __m256i high_half = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 acc[6];
+    int r, kp;
+#pragma GCC unroll 6
+    for (r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
+    for (kp = 0; kp < t->Kp / 2; kp++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kp * stride));
+        const __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+        const __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(w, high_half));
+#pragma GCC unroll 6
+        for (r = 0; r < XR; r++) {
+            const uint16_t *x = (const uint16_t *)t->x + (size_t)(xr0 + r) * t->x_ld + (size_t)kp * 2;
+            const __m256 x_even = _mm256_castsi256_ps(_mm256_set1_epi32((int)((uint32_t)x[0] << 16)));
+            const __m256 x_odd = _mm256_castsi256_ps(_mm256_set1_epi32((int)((uint32_t)x[1] << 16)));
+            acc[r] = _mm256_fmadd_ps(w_even, x_even, acc[r]);
+            acc[r] = _mm256_fmadd_ps(w_odd, x_odd, acc[r]);
+        }
+    }
+#pragma GCC unroll 6
+    for (r = 0; r < XR; r++) out[r] = acc[r];
+}
+
 FL_AVX2 static void bf16_block_avx2(const fl_qtile *t)
 {
-    const int U = t->units, M = t->M, nb = t->nb * t->parts, K2 = t->Kp / 2;
-    const __m256i high_half = _mm256_set1_epi32((int)0xffff0000u);
-    int m, half, r, kp, u;
+    const int U = t->units, M = t->M, rows = t->nb * t->parts;
+    const size_t stride = (size_t)M * U * 2;
+    int m, half, r, u, xr0, nb;
     for (m = 0; m < M; m++)
         for (half = 0; half * 8 < t->width; half++) {
             const uint16_t *w0 = (const uint16_t *)t->w + ((size_t)m * U + half * 8) * 2;
             const int n = t->width - half * 8 < 8 ? t->width - half * 8 : 8;
             __m256 acc[2 * FL_TILE_ROWS_MAX];
-            for (r = 0; r < nb; r++) acc[r] = _mm256_setzero_ps();
-            for (kp = 0; kp < K2; kp++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(w0 + (size_t)kp * M * U * 2));
-                const __m256 w_even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-                const __m256 w_odd = _mm256_castsi256_ps(_mm256_and_si256(w, high_half));
-                for (r = 0; r < nb; r++) {
-                    const uint16_t *x = (const uint16_t *)t->x + (size_t)r * t->x_ld + (size_t)kp * 2;
-                    const __m256 x_even = _mm256_castsi256_ps(_mm256_set1_epi32((int)((uint32_t)x[0] << 16)));
-                    const __m256 x_odd = _mm256_castsi256_ps(_mm256_set1_epi32((int)((uint32_t)x[1] << 16)));
-                    acc[r] = _mm256_fmadd_ps(w_even, x_even, acc[r]);
-                    acc[r] = _mm256_fmadd_ps(w_odd, x_odd, acc[r]);
-                }
+            for (xr0 = 0; xr0 < rows; xr0 += 6) {
+                nb = rows - xr0 < 6 ? rows - xr0 : 6;
+#define FL_SUMS(NB) bf16_sums_avx2(NB, t, w0, stride, xr0, acc + xr0)
+                FL_ROWS_CASES(FL_SUMS)
+#undef FL_SUMS
             }
             for (r = 0; r < t->nb; r++) {
                 float sums[2][8];

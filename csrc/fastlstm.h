@@ -93,6 +93,8 @@ typedef struct {
     int compact;      /* with lengths: only the valid rows are projected (fl_seq.gx_start) */
     int fused;        /* the recurrent tile's last block and the cell in one kernel */
     int threads;      /* threads the run asks for (1: no parallel region) */
+    int projection_threads; /* threads of the projection before the loop: `threads`, or more
+                               when the loop runs on fewer (its own parallel region) */
     int by_rows;      /* threads own row groups for the whole run (no barrier per step);
                          else every step is cut by hidden blocks */
     int ask_ahead;    /* tiles ask for the weights read next into L2 */

@@ -38,11 +38,18 @@ static fl_run_plan plan_run(const fl_cell *p, const fl_simd_table *simd, long ba
      * costs less: int8's an eighth, bfloat16's a quarter (measured: one row of 256 units
      * ran faster on one thread in int8, on two in bfloat16). */
     const long cost = p->precision ? 2L * fl_precision_per(p->precision) : 1L;
+    const int asked = threads;
     if (threads < 1 || batch * G * (O + I) / cost < FL_PARALLEL_MIN_MACS) threads = 1;
     if (batch < (long)FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * threads
         && batch * G * O / cost < FL_BARRIER_MIN_MACS)
         threads = 1;
     r.threads = threads;
+    /* The inputs projected before the loop are one product over all its rows: worth the
+     * threads asked for even when the loop's steps are too small to share. */
+    r.projection_threads = threads;
+    if (!r.by_step && !r.single_row && asked > threads
+        && batch * steps * G * I / cost >= FL_PROJECTION_PARALLEL_MIN_MACS)
+        r.projection_threads = asked;
     /* Cut by rows (no barrier) when every thread has enough rows and a step's weights fit a
      * core's L2; else (every core would stream all the weights from L3 each step) by blocks. */
     r.by_rows = threads > 1 && batch >= (long)FL_ROWS_PER_THREAD_FOR_ROW_SPLIT * threads

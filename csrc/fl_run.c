@@ -830,6 +830,12 @@ void fl_run_sequence(const fl_cell *p, const fl_seq *s, fl_sgemm_fn sgemm)
             fl_parallel_used = 1;
 #pragma omp parallel num_threads(threads)
             run_thread(&cx, sgemm, omp_get_thread_num(), omp_get_num_threads());
+        } else if (plan->projection_threads > 1 && !cx.by_step && !cx.single_row) {
+            /* the projection on its threads, then the loop on this one */
+            fl_parallel_used = 1;
+#pragma omp parallel num_threads(plan->projection_threads)
+            input_projection(&cx, sgemm, omp_get_thread_num(), omp_get_num_threads());
+            time_loop(&cx, 0, 1);
         } else
 #endif
             run_thread(&cx, sgemm, 0, 1);

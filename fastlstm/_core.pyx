@@ -55,7 +55,8 @@ cdef extern from "fastlstm.h" nogil:
         const int *w_ih_lo_comp
 
     ctypedef struct fl_run_plan:
-        int by_step, single_row, by_tiles, compact, fused, threads, by_rows, ask_ahead
+        int by_step, single_row, by_tiles, compact, fused, threads, projection_threads, by_rows
+        int ask_ahead
         size_t step_bytes
 
     enum:

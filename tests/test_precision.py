@@ -157,6 +157,24 @@ def test_projection_rows_owned_by_threads(precision):
     assert errors(one, ref)[0] <= BOUNDS[precision, "pytorch"][0]
 
 
+def test_projection_on_more_threads_than_the_loop():
+    """One int8 sequence: the loop keeps one thread (a step is too short to share), the inputs'
+    projection before it takes both; the bits are those of one thread."""
+    q = fastlstm.quantize(fastlstm.LSTM(128, 256, seed=25), "int8")
+    x = inputs((1, 60, 128), seed=26)
+    before = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(1)
+        one = q(x)[0]
+        fastlstm.set_num_threads(2)
+        run = q.engine.plan(1, 60).decisions[0]
+        two = q(x)[0]
+    finally:
+        fastlstm.set_num_threads(before)
+    assert run["threads"] == 1 and run["projection_threads"] == 2
+    assert np.array_equal(one, two)
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_pickle_save_load_same_bits(precision, tmp_path):
     model = fastlstm.LSTM(20, 30, num_layers=2, bidirectional=True, proj_size=12, seed=13)

@@ -161,13 +161,13 @@ def test_projection_on_more_threads_than_the_loop():
     """One int8 sequence: the loop keeps one thread (a step is too short to share), the inputs'
     projection before it takes both; the bits are those of one thread."""
     q = fastlstm.quantize(fastlstm.LSTM(128, 256, seed=25), "int8")
-    x = inputs((1, 60, 128), seed=26)
+    x = inputs((1, 100, 128), seed=26)
     before = fastlstm.get_num_threads()
     try:
         fastlstm.set_num_threads(1)
         one = q(x)[0]
         fastlstm.set_num_threads(2)
-        run = q.engine.plan(1, 60).decisions[0]
+        run = q.engine.plan(1, 100).decisions[0]
         two = q(x)[0]
     finally:
         fastlstm.set_num_threads(before)

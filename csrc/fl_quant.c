@@ -100,8 +100,9 @@ static void int8_row(const float *x, const uint8_t *hi, float hi_scale, int K, i
         memset(q, 128, (size_t)Kp);
         return;
     }
-    *scale = m / 127.0f;
     inv = m > 0.0f ? 127.0f / m : 0.0f;
+    if (!(inv <= FLT_MAX)) m = inv = 0.0f;   /* |v| < 4e-37 everywhere: a row of zeros */
+    *scale = m / 127.0f;
     for (k = 0; k < K; k++) {
         float v = round_even(FL_VALUE(k) * inv);
         v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);

@@ -284,7 +284,7 @@ static void quantize_step(const step_ctx *cx, int step, int active, const float 
 {
     const fl_seq *s = cx->s;
     const int O = cx->p->output_size, I = cx->p->input_size, P = FL_INPUT_PARTS;
-    float *qh = qh_slot(cx, tid), *qx = qx_slot(cx, tid);
+    float *qh = qh_slot(cx, tid), *qx = cx->by_step ? qx_slot(cx, tid) : NULL;
     int g, r, r0, nb;
     if (!cx->by_rows) w.owner = 0, w.owner_nth = 1;
     for (g = -1; next_group(w, active, &g, &r0, &nb);) {
@@ -315,7 +315,7 @@ static void gate_work_q(const step_ctx *cx, int step, int active, float *h_next,
     const size_t ih_block = (size_t)cx->kp_in * 4 * U * cx->esize;
     const int reverse = (step + cx->flip) & 1;
     const int j_first = w.q0 * U, j_end = w.q1 * U < H ? w.q1 * U : H;
-    float *qh = qh_slot(cx, tid), *qx = qx_slot(cx, tid);
+    float *qh = qh_slot(cx, tid), *qx = cx->by_step ? qx_slot(cx, tid) : NULL;
     int i, g, r0, nb;
     if (active == 1 && !cx->by_step && w.q0 < w.q1) {
         /* a lone row (a stream, a sequence): its blocks in one call */

@@ -541,8 +541,9 @@ FL_AVX512BW static void int8_row_avx512(const float *x, const uint8_t *hi, float
         return;
     }
     m = _mm512_reduce_max_ps(most);
-    *scale = m / 127.0f;
     inv = m > 0.0f ? 127.0f / m : 0.0f;
+    if (!(inv <= FLT_MAX)) m = inv = 0.0f;   /* as fl_quant.c's int8_row */
+    *scale = m / 127.0f;
     for (k = 0; k < K; k += 16) {
         const __mmask16 n = lanes(K - k);
         __m512 v = _mm512_mul_ps(row_value(x, hi, hs, k, n), _mm512_set1_ps(inv));

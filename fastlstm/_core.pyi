@@ -56,6 +56,7 @@ def plan(layers: list[list[CellKernel]], batch: int, steps: int, lengths: bool,
          stepwise: bool, threads: int) -> Plan: ...
 
 class Workspace:
+    def __init__(self, plan: Plan, at_least: Optional[Workspace] = ...) -> None: ...
     qx: NDArray[np.float32]
     qh: NDArray[np.float32]
     gx: NDArray[np.float32]

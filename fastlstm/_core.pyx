@@ -445,9 +445,14 @@ cdef class Workspace:
     cdef readonly tuple floats
     cdef readonly Py_ssize_t nbytes
 
-    def __init__(self, Plan plan):
+    def __init__(self, Plan plan, Workspace at_least=None):
+        """Buffers for ``plan``, and at least as large as ``at_least``'s (one workspace for
+        plans whose buffers do not grow together, e.g. a pool's step sizes and thread
+        counts)."""
         n = plan.floats
-        self.floats, self.nbytes = n, plan.nbytes
+        if at_least is not None:
+            n = tuple(max(a, b) for a, b in zip(n, at_least.floats))
+        self.floats, self.nbytes = n, 4 * sum(n)
         self.gx, self.pre, self.hs, self.hs2, self.cs, self.hfull = [
             _aligned_empty(k) for k in n[:6]]
         self.buf_a, self.buf_b, self.xc = [np.empty(k, np.float32) for k in n[6:9]]

@@ -295,9 +295,10 @@ class Engine:
                 y[lengths == 0] = 0
         return y, hn, cn
 
-    def workspace(self, plan):
-        """New scratch buffers for ``plan`` (and any plan they fit)."""
-        return _core.Workspace(plan)
+    def workspace(self, plan, at_least=None):
+        """New scratch buffers for ``plan`` (and any plan they fit), at least as large as
+        the workspace ``at_least``."""
+        return _core.Workspace(plan, at_least)
 
     def runner(self, plan, workspace):
         """A runner following ``plan`` on ``workspace`` (which must fit it)."""

@@ -168,14 +168,7 @@ class _Stack:
                                directions, where=f"pickled layer {k}",
                                reverse=entry.get("reverse", False))
             if state["format"] == self._PICKLE_FORMAT_QUANTIZED:
-                precision = check_precision(state.get("precision"), "pickled precision")
-                shapes = layer.expected_shapes()
-                codes = [{name: precision_codes(precision, name,
-                                                shapes.get(SECOND_PART.get(name, name)), raw_code,
-                                                f"pickled layer {k}")
-                          for name, raw_code in coded.items()}
-                         for coded in state["codes"][k]]
-                layer = with_codes(layer, precision, codes)
+                layer = self._unpickle_codes(state, k, layer)
             layers.append(layer)
         held = state.get("initial_state")
         if held is not None:
@@ -183,6 +176,29 @@ class _Stack:
                          for part in held)
         self._setup(layers, check_bool(state["bidirectional"], "bidirectional"),
                     check_bool(state["batch_first"], "batch_first"), held)
+
+    @staticmethod
+    def _unpickle_codes(state, k, layer):
+        """Layer k of a format-3 state with its codes, each checked as a file's are."""
+        precision = state.get("precision")
+        if precision not in ("int8", "bfloat16"):
+            raise ValueError(f"pickled precision must be 'int8' or 'bfloat16' in format 3, "
+                             f"got {precision!r}")
+        where = f"pickled layer {k}"
+        coded_layers = state.get("codes")
+        if not isinstance(coded_layers, list) or len(coded_layers) != len(state["layers"]) \
+                or not isinstance(coded_layers[k], list) \
+                or len(coded_layers[k]) != len(layer.directions) \
+                or not all(isinstance(c, dict) for c in coded_layers[k]):
+            raise ValueError(f"{where}: its codes must be a list of one dict per direction")
+        shapes = layer.expected_shapes()
+        try:
+            codes = [{name: precision_codes(precision, name,
+                                            shapes.get(SECOND_PART.get(name, name)), raw, where)
+                      for name, raw in coded.items()} for coded in coded_layers[k]]
+        except (TypeError, IndexError, KeyError) as exc:
+            raise ValueError(f"{where}: malformed codes ({exc})") from None
+        return with_codes(layer, precision, codes)
 
     # weights --------------------------------------------------------------------------
     def _weight_items(self, layer_suffix):
@@ -365,7 +381,14 @@ class LSTM(_Stack):
                     raise ValueError(f"cells[{k}]: forward and backward cells must have the same "
                                      f"sizes and options")
             layers.append(Layer(first.input_size, first.hidden_size, first.options,
-                                tuple(c.layers[0].directions[0] for c in group)))
+                                tuple(c.layers[0].directions[0] for c in group),
+                                precision=first.precision,
+                                codes=tuple(c.layers[0].codes[0] for c in group)
+                                if first.codes else ()))
+        precisions = [c.precision for e in cells for c in (e if bidirectional else (e,))]
+        if len(set(precisions)) > 1:
+            raise ValueError(f"cells must share one precision (fastlstm.quantize), got "
+                             f"{precisions}")
         return cls.from_layers(layers, bidirectional=bidirectional, batch_first=batch_first)
 
     @classmethod

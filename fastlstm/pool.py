@@ -214,7 +214,13 @@ class StreamPool:
             threads = get_num_threads()
             if runner is None or runner.plan.threads != threads:
                 # stepwise: a row's result does not depend on the other streams in the batch
-                runner = engine.runner(engine.plan(n, 1, stepwise=True), self._workspace)
+                plan = engine.plan(n, 1, stepwise=True)
+                if not self._workspace.fits(plan):
+                    # reduced precision: buffers per thread when a step is cut by blocks, so
+                    # a smaller step or more threads may need more
+                    self._workspace = engine.workspace(plan, at_least=self._workspace)
+                    self._runners = {}
+                runner = engine.runner(plan, self._workspace)
                 self._runners[n] = runner
             y = np.empty(x_run.shape[:2] + (engine.output_size,), np.float32)
             # the kernel reads and writes each stream's state in its row of the slabs

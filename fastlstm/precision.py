@@ -46,9 +46,14 @@ def int8_codes(w):
 
 
 def bf16_codes(w):
-    """float32 to bfloat16 bit patterns (uint16), rounded to nearest even."""
-    bits = np.ascontiguousarray(w, np.float32).view(np.uint32).astype(np.uint64)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    """float32 to bfloat16 bit patterns (uint16), rounded to nearest even; a finite value
+    that would round to infinity (|w| > 3.39e38) saturates at the largest bfloat16."""
+    w = np.ascontiguousarray(w, np.float32)
+    bits = w.view(np.uint32).astype(np.uint64)
+    codes = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    overflow = np.isfinite(w) & ((codes & 0x7FFF) == 0x7F80)
+    codes[overflow] = (codes[overflow] & 0x8000) | 0x7F7F
+    return codes
 
 
 def values(precision, codes, scales):
@@ -144,8 +149,12 @@ def quantize_layer(layer, precision):
 
 def unpickle_codes(precision, name, shape, raw, where):
     """A pickled (shape, dtype, codes bytes, scales bytes) back to checked (codes, scales)."""
-    if (name not in QUANTIZED and name not in SECOND_PART) or shape is None:
-        raise ValueError(f"{where}: {name!r} is not a quantized weight of the layer")
+    if (name not in QUANTIZED and not (name in SECOND_PART and precision == "int8")) \
+            or shape is None:
+        raise ValueError(f"{where}: {name!r} is not a {precision} weight of the layer")
+    if not isinstance(raw, (tuple, list)) or len(raw) != 4:
+        raise ValueError(f"{where} {name}: malformed codes (shape, dtype, codes and scales "
+                         f"expected)")
     code_shape, dtype, data, scale_data = raw
     if dtype not in ("|i1", "<u2"):
         raise ValueError(f"{where} {name}: codes of dtype {dtype!r}")

@@ -282,3 +282,74 @@ def test_every_instruction_set(precision, tmp_path):
         assert errors(y, ref)[0] <= BOUNDS[precision, "pytorch"][0], isa
     if precision == "int8" and "avx2" in results and "avx512" in results:
         assert np.array_equal(results["avx2"], results["avx512"])
+
+
+def test_pool_steps_of_any_size_and_thread_count():
+    """A pool keeps one workspace for its steps; quantized buffers do not grow with the batch
+    alone (a thread's own buffers when a step is cut by blocks), so a smaller step or more
+    threads may need more: the pool grows it."""
+    q = fastlstm.quantize(fastlstm.LSTM(128, 256, seed=27), "int8")
+    x = inputs((20, 128), seed=28)
+    stream = q.stream(batch_size=20)
+    want = stream.step(x)
+    before = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(1)
+        pool = fastlstm.StreamPool(q)
+        for b in range(16):
+            pool.open(b)
+        fastlstm.set_num_threads(2)
+        out = pool.step({b: x[b] for b in range(16)})
+        for b in range(16, 20):
+            pool.open(b)
+        out.update(pool.step({b: x[b] for b in range(16, 20)}))
+        smaller = fastlstm.StreamPool(q)
+        for b in range(13):
+            smaller.open(b)
+        small = smaller.step({b: x[b] for b in range(13)})
+    finally:
+        fastlstm.set_num_threads(before)
+    assert all(np.array_equal(out[b], want[b]) for b in range(20))
+    assert all(np.array_equal(small[b], want[b]) for b in range(13))
+
+
+def test_from_cells_keeps_the_precision():
+    cell = fastlstm.quantize(fastlstm.LSTMCell(6, 8, seed=29), "int8")
+    stack = fastlstm.LSTM.from_cells([cell])
+    x = inputs((2, 3, 6), seed=30)
+    assert stack.precision == "int8"
+    assert np.array_equal(stack(x)[0][:, 0], cell(x[:, 0])[0])
+    other = fastlstm.quantize(fastlstm.LSTMCell(8, 8, seed=31), "bfloat16")
+    with pytest.raises(ValueError, match="cells must share one precision"):
+        fastlstm.LSTM.from_cells([cell, other])
+
+
+def test_extreme_values():
+    """Rows of tiny values quantize as zeros on every table alike; weights past bfloat16's
+    range saturate rather than become infinite."""
+    tiny = np.array([[1e-38, 5e-39, 0.0, -2e-39, 1e-45, 0.0, 0.0, 0.0]], np.float32)
+    for isa in [name for name, _, _ in _core._simd_tables_for_test()]:
+        codes, scales = _core._quantize_rows_for_test("int8", tiny, 2, isa)
+        assert np.all(codes == 128) and np.all(scales == 0), isa
+    model = fastlstm.LSTM(4, 4, seed=32)
+    weights = dict(model.weights)
+    weights["weight_hh_l0"] = weights["weight_hh_l0"].copy()
+    weights["weight_hh_l0"][0, 0] = 3.4e38
+    q = fastlstm.quantize(fastlstm.LSTM.from_torch(weights, batch_first=True), "bfloat16")
+    assert np.isfinite(q.weights["weight_hh_l0"]).all()
+    assert q.weights["weight_hh_l0"][0, 0] == np.float32(3.3895314e38)
+
+
+def test_crafted_quantized_pickles_are_refused():
+    q = fastlstm.quantize(fastlstm.LSTM(5, 6, seed=33), "int8")
+    for change, message in [
+            (lambda s: s.pop("codes"), "codes must be a list"),
+            (lambda s: s.update(precision="float32"), "must be 'int8' or 'bfloat16'"),
+            (lambda s: s["codes"][0].pop(), "codes must be a list"),
+            (lambda s: s["codes"][0][0].update(bias_ih=s["codes"][0][0]["weight_hh"]),
+             "not a int8 weight"),
+            (lambda s: s["codes"][0][0].update(weight_hh=(1, 2, 3)), "malformed codes")]:
+        state = q.__getstate__()
+        change(state)
+        with pytest.raises(ValueError, match=message):
+            fastlstm.LSTM.__new__(fastlstm.LSTM).__setstate__(state)

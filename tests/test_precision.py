@@ -14,7 +14,7 @@ import fastlstm
 from fastlstm import _core, reference
 from fastlstm.bench.workloads import trained_like
 
-# Stated bounds (README, "Reduced precision"): max and mean |error| against float64, for
+# Stated bounds (docs/precision.md): max and mean |error| against float64, for
 # PyTorch's init and for the trained-like one (weights x3, forget bias + 1).
 BOUNDS = {
     ("int8", "pytorch"): (2.5e-3, 2.5e-4),
